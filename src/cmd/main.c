@@ -1,0 +1,59 @@
+/* main.c - `etcdseal <subcommand> [flags]`: dispatches to src/cmd/<subcommand>.c.
+ * Core dumps are disabled before anything reads key material. */
+#include <signal.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "base/secret.h"
+#include "cmd/commands.h"
+
+struct subcommand {
+    const char *name;
+    int (*run)(int argc, char **argv);
+    const char *summary;
+};
+
+static const struct subcommand subcommands[] = {
+    /* keep sorted by name; one line per subcommand */
+    {"version", cmd_version, "print the version"},
+};
+
+static void usage(FILE *f)
+{
+    fprintf(f, "usage: etcdseal <command> [flags]\n\ncommands:\n");
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        fprintf(f, "  %-14s %s\n", subcommands[i].name, subcommands[i].summary);
+    fprintf(f, "\n`etcdseal <command> --help` lists the command's flags.\n");
+}
+
+int cmd_version(int argc, char **argv)
+{
+    (void)argc;
+    (void)argv;
+    printf("etcdseal %s\n", ETCDSEAL_VERSION);
+    return 0;
+}
+
+int main(int argc, char **argv)
+{
+    if (secret_disable_core_dumps() != 0)
+        fprintf(stderr, "etcdseal: warning: could not disable core dumps\n");
+    if (secret_init() != 0) {
+        fprintf(stderr, "etcdseal: libsodium failed to initialise\n");
+        return 1;
+    }
+    signal(SIGPIPE, SIG_IGN);
+    if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
+        strcmp(argv[1], "help") == 0) {
+        usage(argc < 2 ? stderr : stdout);
+        return argc < 2 ? 2 : 0;
+    }
+    if (strcmp(argv[1], "--version") == 0)
+        return cmd_version(argc - 1, argv + 1);
+    for (size_t i = 0; i < sizeof subcommands / sizeof subcommands[0]; i++)
+        if (strcmp(argv[1], subcommands[i].name) == 0)
+            return subcommands[i].run(argc - 1, argv + 1);
+    fprintf(stderr, "etcdseal: unknown command \"%s\"\n\n", argv[1]);
+    usage(stderr);
+    return 2;
+}

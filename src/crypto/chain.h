@@ -1,0 +1,71 @@
+/* chain.h - the provider chain of one encryption rule, byte-compatible with kube-apiserver.
+ *
+ * A chain is an ordered list of providers (identity, aescbc, aesgcm, secretbox; kms later),
+ * each keyed providers holding an ordered key list. Write: first provider, first key.
+ * Read: every provider whose prefix matches, in order (wire-format.md §2.3); `stale` is set when
+ * the value was read by anything but the first provider/key.
+ * Ownership: a chain owns its providers and their keys (guarded memory). Once built it is
+ * immutable and may be used by any number of threads at once without locks; per-key cipher
+ * state is prepared at build time (crypto_chain_add_*), never per value.
+ * Errors never contain key bytes or plaintext; they name the provider and the reason.
+ */
+#ifndef ETCDSEAL_CRYPTO_CHAIN_H
+#define ETCDSEAL_CRYPTO_CHAIN_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "base/buf.h"
+#include "base/error.h"
+
+enum crypto_provider_type {
+    CRYPTO_PROVIDER_IDENTITY = 0,
+    CRYPTO_PROVIDER_AESCBC,
+    CRYPTO_PROVIDER_AESGCM,
+    CRYPTO_PROVIDER_SECRETBOX,
+    CRYPTO_PROVIDER_KMS_V1,
+    CRYPTO_PROVIDER_KMS_V2,
+};
+
+/* One named key as configured (name verbatim, raw key bytes already base64-decoded). */
+typedef struct crypto_key_spec {
+    const char *name;
+    const uint8_t *key;
+    size_t key_len;
+} crypto_key_spec;
+
+typedef struct crypto_chain crypto_chain;
+
+/* What a successful read reports. `prefix` points to static text such as
+ * "k8s:enc:aesgcm:v1:" ("identity" for identity) for metrics labels. */
+typedef struct crypto_read_info {
+    bool stale;
+    const char *prefix;
+} crypto_read_info;
+
+crypto_chain *crypto_chain_new(void);
+void crypto_chain_free(crypto_chain *c);
+
+/* Appends a provider. Keyed providers copy the key bytes into guarded memory and validate sizes
+ * (aescbc/aesgcm: 16/24/32, secretbox: 32); n_keys >= 1. Returns 0 or -1 with err set. */
+int crypto_chain_add_identity(crypto_chain *c, es_error *err);
+int crypto_chain_add_keyed(crypto_chain *c, enum crypto_provider_type type,
+                           const crypto_key_spec *keys, size_t n_keys, es_error *err);
+
+size_t crypto_chain_provider_count(const crypto_chain *c);
+enum crypto_provider_type crypto_chain_provider_type(const crypto_chain *c, size_t i);
+const char *crypto_provider_type_name(enum crypto_provider_type t); /* "aesgcm", ... */
+
+/* Encrypts `in` for etcd key `aad` with the first provider/key; appends the complete stored value
+ * (prefix included) to `out`. Returns 0 or -1 (err set; nothing appended). */
+int crypto_chain_encrypt(const crypto_chain *c, const uint8_t *aad, size_t aad_len,
+                         const uint8_t *in, size_t in_len, buf_t *out, es_error *err);
+
+/* Decrypts a stored value read from etcd key `aad`; appends the plaintext to `out`.
+ * Returns 0 (info filled) or -1 (err names provider + reason; nothing appended). */
+int crypto_chain_decrypt(const crypto_chain *c, const uint8_t *aad, size_t aad_len,
+                         const uint8_t *in, size_t in_len, buf_t *out, crypto_read_info *info,
+                         es_error *err);
+
+#endif

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# smoke.sh - runs every libFuzzer target in build-fuzz/ for FUZZ_TIME seconds (default 20) on
+# its seed corpus under tests/fuzz/corpus/<target>/, printing PASS/FAIL/SKIP lines.
+set -u
+cd "$(dirname "$0")/../.."
+T=${FUZZ_TIME:-20}
+found=0
+for bin in build-fuzz/*_fuzz; do
+  [ -x "$bin" ] || continue
+  found=1
+  name=$(basename "$bin")
+  corpus=tests/fuzz/corpus/${name%_fuzz}
+  work=$(mktemp -d)
+  [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/ 2>/dev/null
+  if "$bin" -max_total_time="$T" -rss_limit_mb=2048 -artifact_prefix="build-fuzz/$name-" "$work" \
+      >"build-fuzz/$name.log" 2>&1; then
+    echo "PASS fuzz $name ($(grep -o 'stat::number_of_executed_units: [0-9]*' "build-fuzz/$name.log" | awk '{print $2}') execs; $(tail -1 "build-fuzz/$name.log" | head -c 120))"
+  else
+    echo "FAIL fuzz $name (see build-fuzz/$name.log)"
+    tail -30 "build-fuzz/$name.log" | sed 's/^/  /'
+  fi
+  rm -rf "$work"
+done
+[ $found = 1 ] || echo "SKIP fuzz: no targets built (build-fuzz/*_fuzz missing)"
+exit 0
