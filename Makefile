@@ -36,8 +36,13 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
         fuzz-smoke bench bench-quick bench-crypto format tests tools
 .DEFAULT_GOAL := all
 
+SHARED   ?= ../shared
 all: $(BIN) tests tools
-tests: $(UNIT_BIN)
+# C tests read the Kubernetes vectors as TSV (tests/vectors/to_tsv.py); fixed path for all builds.
+tests: $(UNIT_BIN) build/vectors.tsv
+build/vectors.tsv: $(SHARED)/vectors/k8s-vectors.json tests/vectors/to_tsv.py
+	@mkdir -p build
+	python3 tests/vectors/to_tsv.py $< > $@.tmp && mv $@.tmp $@
 tools: $(TOOL_BIN)
 
 deps:
