@@ -55,26 +55,26 @@ $(GEN)/%.pb-c.c $(GEN)/%.pb-c.h: proto/%.proto
 # Generated code: same warnings, minus the ones protoc-c's output trips.
 $(BUILD)/obj/gen/%.o: $(GEN)/%.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -Wno-unused-parameter -c -o $@ $<
+	@echo '  CC      $<'; $(CC) $(CPPFLAGS) $(CFLAGS) -Wno-unused-parameter -c -o $@ $<
 
 $(BUILD)/obj/%.o: %.c $(PROTO_H)
 	@mkdir -p $(dir $@)
-	$(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
+	@echo '  CC      $<'; $(CC) $(CPPFLAGS) $(CFLAGS) -c -o $@ $<
 
 $(LIB): $(LIB_O) $(PROTO_O)
 	@rm -f $@
-	ar rcs $@ $^
+	@echo '  AR      $@'; ar rcs $@ $^
 
 $(BIN): $(CMD_O) $(LIB)
-	$(CC) $(LDFLAGS) -o $@ $(CMD_O) $(LIB) $(LDLIBS)
+	@echo '  LD      $@'; $(CC) $(LDFLAGS) -o $@ $(CMD_O) $(LIB) $(LDLIBS)
 
 $(BUILD)/tests/%: $(BUILD)/obj/tests/unit/%.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	@echo '  LD      $@'; $(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 $(BUILD)/tools/%: $(BUILD)/obj/tests/tools/%.o $(LIB)
 	@mkdir -p $(dir $@)
-	$(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
+	@echo '  LD      $@'; $(CC) $(LDFLAGS) -o $@ $< $(LIB) $(LDLIBS)
 
 # ---------------------------------------------------------------- tests
 ASAN_FLAGS := -fsanitize=address,undefined -fno-sanitize-recover=all
