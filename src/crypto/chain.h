@@ -37,6 +37,16 @@ typedef struct crypto_key_spec {
 
 typedef struct crypto_chain crypto_chain;
 
+/* es_error codes set by this module. Decrypt errors: err->msg starts with kube-apiserver's exact
+ * text (several errors as Go's aggregate "[a, b]", flattened and de-duplicated), followed by
+ * " (" context naming the providers/keys tried ")". */
+enum crypto_error_code {
+    CRYPTO_ERR_CONFIG = 1,   /* bad provider/key at build time */
+    CRYPTO_ERR_NO_MATCH = 2, /* no provider prefix matched ("no matching prefix found") */
+    CRYPTO_ERR_DECRYPT = 3,  /* a provider matched but could not read the value */
+    CRYPTO_ERR_INTERNAL = 4, /* out of memory, CSPRNG or cipher library failure */
+};
+
 /* What a successful read reports. `prefix` points to static text such as
  * "k8s:enc:aesgcm:v1:" ("identity" for identity) for metrics labels. */
 typedef struct crypto_read_info {
@@ -67,5 +77,17 @@ int crypto_chain_encrypt(const crypto_chain *c, const uint8_t *aad, size_t aad_l
 int crypto_chain_decrypt(const crypto_chain *c, const uint8_t *aad, size_t aad_len,
                          const uint8_t *in, size_t in_len, buf_t *out, crypto_read_info *info,
                          es_error *err);
+
+/* Metrics label of the provider that writes: "k8s:enc:aesgcm:v1:" ... or "identity"; NULL for
+ * an empty chain. */
+const char *crypto_chain_write_prefix(const crypto_chain *c);
+
+/* kube-apiserver's read check for resources no rule covers (identity encrypt-check): -1 with
+ * "identity transformer tried to read encrypted data" when the value starts with "k8s:enc:". */
+int crypto_identity_read_check(const uint8_t *in, size_t in_len, es_error *err);
+
+/* Frees the calling thread's cached cipher contexts (they are freed at thread exit anyway);
+ * the next crypto call on this thread re-creates them. */
+void crypto_thread_cleanup(void);
 
 #endif
