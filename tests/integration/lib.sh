@@ -172,6 +172,42 @@ ectl() {
     --command-timeout "${ECTL_CMD_TIMEOUT:-10s}" "$@"
 }
 
+# ectl_bg OUT EP ARGS...: a long-running etcdctl (watch, lock, elect) in the background,
+# stdout to OUT and stderr to OUT.err; tracked for cleanup; sets BG_PID.
+ectl_bg() {
+  local out=$1 ep=$2
+  shift 2
+  "$ETCDCTL" --endpoints "$ep" --dial-timeout 3s "$@" >"$out" 2>"$out.err" &
+  BG_PID=$!
+  track "$BG_PID"
+}
+# put_loop EP PREFIX ACKS [SECS]: background loop of `etcdctl put PREFIX<i> v<i>` through EP until
+# $T/stop-<name> exists (name = basename of ACKS) or SECS (300) pass; every acknowledged put is
+# appended to ACKS as "<i> <ms since epoch>". Sets BG_PID; stop it with stop_loop ACKS.
+put_loop() {
+  local ep=$1 prefix=$2 acks=$3 secs=${4:-300}
+  : >"$acks"
+  (
+    end=$(($(now_ms) + secs * 1000))
+    for ((i = 1; i < 1000000; i++)); do
+      [ -e "$T/stop-$(basename "$acks")" ] && break
+      [ "$(now_ms)" -lt "$end" ] || break
+      if ECTL_TIMEOUT=10 ECTL_CMD_TIMEOUT=3s ectl "$ep" put "$prefix$i" "v$i" >/dev/null 2>&1; then
+        echo "$i $(now_ms)" >>"$acks"
+      else
+        echo "$(now_ms)" >>"$acks.errors"
+      fi
+    done
+  ) &
+  BG_PID=$!
+  track "$BG_PID"
+}
+# stop_loop ACKS PID: asks the put loop to finish its current put and waits (bounded).
+stop_loop() {
+  touch "$T/stop-$(basename "$1")"
+  stop_pid "$2" 15
+}
+
 # _etcd_launch NAME CLIENT_PORT PEER_PORT INITIAL_CLUSTER STATE [extra etcd flags]
 _etcd_launch() {
   local name=$1 cp=$2 pp=$3 ic=$4 state=$5 scheme=${ETCD_SCHEME:-http}
@@ -303,10 +339,11 @@ wait_ready() {
   done
   return 1
 }
-# metric ADMIN_ADDR REGEX: sum of the samples whose line matches REGEX (0 when none).
-metric() {
+# metric_sum ADMIN_ADDR REGEX: sum of the samples whose line matches REGEX; prints nothing when
+# no sample matches (so a missing metric is told apart from a zero).
+metric_sum() {
   curl -s -m 3 "http://$1/metrics" 2>/dev/null | grep -v '^#' | grep -E "$2" |
-    awk '{s += $NF} END {printf "%d\n", s}'
+    awk '{s += $NF; n++} END {if (n) printf "%d\n", s}'
 }
 # nap SECS: a sleep the TERM trap can interrupt.
 nap() {

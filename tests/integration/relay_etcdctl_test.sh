@@ -83,13 +83,6 @@ STDIN_FILE=$T/txn-success same_write "txn (non-interactive stdin form)" setup_tx
 
 # ---------------------------------------------------------------- watch
 # Two live watchers (direct and via the proxy) see the same >= 100 events in the same order.
-ectl_bg() { # ectl_bg OUT EP ARGS...: long-running etcdctl in the background; sets BG_PID
-  local out=$1 ep=$2
-  shift 2
-  "$ETCDCTL" --endpoints "$ep" --dial-timeout 3s "$@" >"$out" 2>"$out.err" &
-  BG_PID=$!
-  track "$BG_PID"
-}
 ectl_bg "$T/watch-d" "$DIRECT" watch --prefix /w/
 wd=$BG_PID
 ectl_bg "$T/watch-v" "$VIA" watch --prefix /w/
