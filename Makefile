@@ -11,7 +11,8 @@ PKG_CFLAGS := $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 PKG_LIBS   := $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 GEN      := $(BUILD)/gen
 CPPFLAGS += -D_GNU_SOURCE -Isrc -I$(GEN) -Itests/unit $(PKG_CFLAGS)
-CFLAGS   += -std=c11 -Wall -Wextra -Werror -g $(OPT) -fno-omit-frame-pointer $(SAN) -MMD -MP
+# snprintf truncation of diagnostics is intended, so that warning is off.
+CFLAGS   += -std=c11 -Wall -Wextra -Werror -Wno-format-truncation -g $(OPT) -fno-omit-frame-pointer $(SAN) -MMD -MP
 LDFLAGS  += $(SAN) -Wl,--as-needed
 LDLIBS   += $(PKG_LIBS) -lpthread -lm
 

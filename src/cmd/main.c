@@ -15,6 +15,7 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
     /* keep sorted by name; one line per subcommand */
+    {"proxy", cmd_proxy, "run the transparent etcd proxy"},
     {"version", cmd_version, "print the version"},
 };
 

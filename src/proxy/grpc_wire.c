@@ -16,7 +16,7 @@ void grpc_reasm_free(grpc_reasm *r)
 
 int grpc_reasm_idle(const grpc_reasm *r)
 {
-    return !r->in_message && r->prefix_have == 0;
+    return r->in_message != 1 && r->prefix_have == 0;
 }
 
 enum grpc_reasm_result grpc_reasm_feed(grpc_reasm *r, const uint8_t *data, size_t len,

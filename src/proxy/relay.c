@@ -1,0 +1,609 @@
+/* relay.c - one gRPC call across the proxy: a client stream paired with an upstream stream.
+ *
+ * Headers, DATA and trailers pass through verbatim in both directions. For methods whose table
+ * entry names a transformer, DATA is reassembled into whole gRPC messages, each passed through
+ * the transformer, and re-framed. Flow control is end to end (see relay.h). When the proxy
+ * itself must end a call (unknown method, transformer error, upstream lost) it sends a gRPC
+ * status to the client and cancels the upstream half. A stream is freed when both halves have
+ * let go of it.
+ */
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/log.h"
+#include "proxy/relay.h"
+#include "proxy/transform.h"
+#include "proxy/worker.h"
+
+/* ------------------------------------------------------------------ header lists */
+void hdr_list_add(hdr_list *l, nghttp2_rcbuf *name, nghttp2_rcbuf *value)
+{
+    if (l->n + 2 > l->cap) {
+        uint32_t cap = l->cap ? l->cap * 2 : 32;
+        nghttp2_rcbuf **items = realloc(l->items, cap * sizeof *items);
+        if (!items)
+            return; /* header dropped; the call then fails upstream validation */
+        l->items = items;
+        l->cap = cap;
+    }
+    nghttp2_rcbuf_incref(name);
+    nghttp2_rcbuf_incref(value);
+    l->items[l->n++] = name;
+    l->items[l->n++] = value;
+}
+
+void hdr_list_clear(hdr_list *l)
+{
+    for (uint32_t i = 0; i < l->n; i++)
+        nghttp2_rcbuf_decref(l->items[i]);
+    free(l->items);
+    memset(l, 0, sizeof *l);
+}
+
+static bool rcbuf_eq(nghttp2_rcbuf *b, const char *s)
+{
+    nghttp2_vec v = nghttp2_rcbuf_get_buf(b);
+    size_t n = strlen(s);
+    return v.len == n && memcmp(v.base, s, n) == 0;
+}
+
+static nghttp2_vec hdr_find(const hdr_list *l, const char *name)
+{
+    for (uint32_t i = 0; i + 1 < l->n; i += 2)
+        if (rcbuf_eq(l->items[i], name))
+            return nghttp2_rcbuf_get_buf(l->items[i + 1]);
+    nghttp2_vec none = {NULL, 0};
+    return none;
+}
+
+static int hdr_status(const hdr_list *l)
+{
+    nghttp2_vec v = hdr_find(l, "grpc-status");
+    if (!v.base || v.len == 0 || v.len > 3)
+        return -1;
+    int s = 0;
+    for (size_t i = 0; i < v.len; i++) {
+        if (v.base[i] < '0' || v.base[i] > '9')
+            return -1;
+        s = s * 10 + (v.base[i] - '0');
+    }
+    return s;
+}
+
+/* Builds an nv array from a header list (nghttp2 copies it on submit). `skip` is dropped. */
+static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, size_t *n_out, nghttp2_nv *stackv,
+                           size_t stackn)
+{
+    size_t n = l->n / 2;
+    nghttp2_nv *nva = n <= stackn ? stackv : malloc(n * sizeof *nva);
+    if (!nva)
+        return NULL;
+    size_t k = 0;
+    for (uint32_t i = 0; i + 1 < l->n; i += 2) {
+        if (skip && rcbuf_eq(l->items[i], skip))
+            continue;
+        nghttp2_vec nm = nghttp2_rcbuf_get_buf(l->items[i]);
+        nghttp2_vec vl = nghttp2_rcbuf_get_buf(l->items[i + 1]);
+        nva[k].name = nm.base;
+        nva[k].namelen = nm.len;
+        nva[k].value = vl.base;
+        nva[k].valuelen = vl.len;
+        nva[k].flags = NGHTTP2_NV_FLAG_NONE;
+        k++;
+    }
+    *n_out = k;
+    return nva;
+}
+
+/* ------------------------------------------------------------------ lifecycle */
+relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
+{
+    relay_stream *rs = calloc(1, sizeof *rs);
+    if (!rs)
+        return NULL;
+    rs->to_up = evbuffer_new();
+    rs->to_down = evbuffer_new();
+    if (!rs->to_up || !rs->to_down) {
+        if (rs->to_up)
+            evbuffer_free(rs->to_up);
+        if (rs->to_down)
+            evbuffer_free(rs->to_down);
+        free(rs);
+        return NULL;
+    }
+    rs->w = ds->w;
+    rs->ds = ds;
+    rs->ds_id = stream_id;
+    rs->us_id = -1;
+    rs->us_closed = true;
+    rs->status = -1;
+    rs->start_ns = worker_now_ns();
+    h2conn_list_add(&ds->streams, rs, &rs->ds_link);
+    metrics_gauge_add(ds->w->open_streams, 1);
+    return rs;
+}
+
+static void relay_maybe_free(relay_stream *rs)
+{
+    if (rs->ds || rs->us || rs->pending)
+        return;
+    if (rs->xform_state && rs->method && rs->method->free_state)
+        rs->method->free_state(rs->xform_state);
+    hdr_list_clear(&rs->req_hdrs);
+    hdr_list_clear(&rs->resp_hdrs);
+    hdr_list_clear(&rs->trailers);
+    evbuffer_free(rs->to_up);
+    evbuffer_free(rs->to_down);
+    if (rs->req_reasm_on)
+        grpc_reasm_free(&rs->req_reasm);
+    if (rs->resp_reasm_on)
+        grpc_reasm_free(&rs->resp_reasm);
+    buf_free(&rs->sent_log);
+    free(rs->status_msg);
+    free(rs);
+}
+
+static void cancel_upstream(relay_stream *rs)
+{
+    if (rs->pending)
+        upstream_pool_unlink_pending(rs->w->pool, rs);
+    if (rs->us && !rs->us_closed && !rs->us->closing) {
+        nghttp2_submit_rst_stream(rs->us->session, NGHTTP2_FLAG_NONE, rs->us_id, NGHTTP2_CANCEL);
+        h2conn_schedule_flush(rs->us);
+    }
+}
+
+static void submit_local_trailers_only(relay_stream *rs)
+{
+    char code[4];
+    snprintf(code, sizeof code, "%d", rs->status);
+    buf_t msg = BUF_INIT;
+    grpc_message_encode(&msg, rs->status_msg ? rs->status_msg : "");
+    nghttp2_nv nva[] = {
+        {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16, NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-status", (uint8_t *)code, 11, strlen(code), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-message", msg.data ? msg.data : (uint8_t *)"", 12, msg.len,
+         NGHTTP2_NV_FLAG_NONE},
+    };
+    nghttp2_submit_response(rs->ds->session, rs->ds_id, nva, msg.len ? 4 : 3, NULL);
+    buf_free(&msg);
+}
+
+static void submit_local_trailers(nghttp2_session *session, relay_stream *rs)
+{
+    char code[4];
+    snprintf(code, sizeof code, "%d", rs->status);
+    buf_t msg = BUF_INIT;
+    grpc_message_encode(&msg, rs->status_msg ? rs->status_msg : "");
+    nghttp2_nv nva[] = {
+        {(uint8_t *)"grpc-status", (uint8_t *)code, 11, strlen(code), NGHTTP2_NV_FLAG_NONE},
+        {(uint8_t *)"grpc-message", msg.data ? msg.data : (uint8_t *)"", 12, msg.len,
+         NGHTTP2_NV_FLAG_NONE},
+    };
+    nghttp2_submit_trailer(session, rs->ds_id, nva, msg.len ? 2 : 1);
+    buf_free(&msg);
+}
+
+void relay_finish_local(relay_stream *rs, int status, const char *fmt, ...)
+{
+    if (rs->local_done || rs->resp_done)
+        return;
+    char text[ES_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    rs->local_done = true;
+    rs->status = status;
+    free(rs->status_msg);
+    rs->status_msg = strdup(text);
+    log_debug("call ended by proxy|method=%s status=%s msg=\"%s\"",
+              rs->method ? rs->method->path : "-", grpc_status_name(status), text);
+    cancel_upstream(rs);
+    if (!rs->ds || rs->ds->closing)
+        return;
+    if (!rs->resp_started) {
+        submit_local_trailers_only(rs);
+        rs->resp_started = rs->resp_done = true;
+    } else {
+        /* response already under way: what is queued goes out, then our trailers */
+        rs->upstream_eof = true;
+        nghttp2_session_resume_data(rs->ds->session, rs->ds_id);
+    }
+    h2conn_schedule_flush(rs->ds);
+}
+
+/* ------------------------------------------------------------------ transformers */
+static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir dir,
+                         const uint8_t *msg, size_t len, struct evbuffer *dst)
+{
+    worker *w = rs->w;
+    const proxy_runtime *rt = w->rt;
+    transform_ctx ctx = {
+        .dir = dir,
+        .method = rs->method->path,
+        .policy = rt->policy,
+        .advertise_urls = rt->advertise_urls,
+        .n_advertise_urls = rt->n_advertise_urls,
+        .stream_state = &rs->xform_state,
+        .worker_id = w->id,
+    };
+    es_error err = {0};
+    buf_t *out = &w->scratch;
+    buf_reset(out);
+    if (fn(&ctx, msg, len, out, &err) != 0) {
+        int code = err.code > 0 && err.code < GRPC_STATUS_COUNT ? err.code : GRPC_INTERNAL;
+        relay_finish_local(rs, code, "%s", err.msg[0] ? err.msg : "etcdseal: transform failed");
+        return -1;
+    }
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    grpc_put_prefix(prefix, out->len);
+    if (evbuffer_add(dst, prefix, sizeof prefix) != 0 ||
+        (out->len && evbuffer_add(dst, out->data, out->len) != 0)) {
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return -1;
+    }
+    return 0;
+}
+
+/* Feeds DATA of one direction through the reassembler and transformer into dst. */
+static void feed_messages(relay_stream *rs, grpc_reasm *r, transform_fn fn, enum transform_dir dir,
+                          const uint8_t *data, size_t len, struct evbuffer *dst)
+{
+    while (len > 0) {
+        size_t used = 0;
+        enum grpc_reasm_result res = grpc_reasm_feed(r, data, len, &used);
+        data += used;
+        len -= used;
+        if (res == GRPC_REASM_MESSAGE) {
+            size_t mlen;
+            const uint8_t *m = grpc_reasm_message(r, &mlen);
+            if (run_transform(rs, fn, dir, m, mlen, dst) < 0)
+                return;
+            continue;
+        }
+        if (res == GRPC_REASM_COMPRESSED) {
+            if (dir == TRANSFORM_REQUEST)
+                relay_finish_local(rs, GRPC_UNIMPLEMENTED,
+                                   "etcdseal: compressed request messages are not supported on %s "
+                                   "(disable grpc compression for etcd calls)",
+                                   rs->method->path);
+            else
+                relay_finish_local(rs, GRPC_INTERNAL,
+                                   "etcdseal: upstream sent a compressed message on %s, which the "
+                                   "proxy cannot inspect",
+                                   rs->method->path);
+            return;
+        }
+        if (res == GRPC_REASM_TOO_LARGE) {
+            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED,
+                               "etcdseal: gRPC message on %s larger than --max-message-bytes (%zu)",
+                               rs->method->path, rs->w->rt->max_message_bytes);
+            return;
+        }
+        break; /* NEED_MORE: all input consumed */
+    }
+}
+
+/* ------------------------------------------------------------------ client -> upstream */
+static void release_client_window(relay_stream *rs)
+{
+    if (!rs->ds || rs->ds->closing || rs->client_unconsumed == 0)
+        return;
+    if (evbuffer_get_length(rs->to_up) >= RELAY_BUFFER_HIGH)
+        return;
+    nghttp2_session_consume(rs->ds->session, rs->ds_id, rs->client_unconsumed);
+    rs->client_unconsumed = 0;
+    h2conn_schedule_flush(rs->ds);
+}
+
+static void release_upstream_window(relay_stream *rs)
+{
+    if (!rs->us || rs->us->closing || rs->upstream_unconsumed == 0)
+        return;
+    if (evbuffer_get_length(rs->to_down) >= RELAY_BUFFER_HIGH)
+        return;
+    nghttp2_session_consume(rs->us->session, rs->us_id, rs->upstream_unconsumed);
+    rs->upstream_unconsumed = 0;
+    h2conn_schedule_flush(rs->us);
+}
+
+static void resume_upstream_send(relay_stream *rs)
+{
+    if (rs->us && !rs->us_closed && !rs->us->closing) {
+        nghttp2_session_resume_data(rs->us->session, rs->us_id);
+        h2conn_schedule_flush(rs->us);
+    }
+}
+
+void relay_on_request_headers(relay_stream *rs)
+{
+    nghttp2_vec path = hdr_find(&rs->req_hdrs, ":path");
+    nghttp2_vec meth = hdr_find(&rs->req_hdrs, ":method");
+    nghttp2_vec ctype = hdr_find(&rs->req_hdrs, "content-type");
+    if (!path.base) {
+        nghttp2_submit_rst_stream(rs->ds->session, NGHTTP2_FLAG_NONE, rs->ds_id,
+                                  NGHTTP2_PROTOCOL_ERROR);
+        rs->resp_done = true;
+        h2conn_schedule_flush(rs->ds);
+        return;
+    }
+    if (!meth.base || meth.len != 4 || memcmp(meth.base, "POST", 4) != 0) {
+        relay_finish_local(rs, GRPC_UNIMPLEMENTED, "etcdseal: only gRPC POST requests are served");
+        return;
+    }
+    if (!ctype.base || ctype.len < 16 || memcmp(ctype.base, "application/grpc", 16) != 0) {
+        relay_finish_local(rs, GRPC_UNIMPLEMENTED,
+                           "etcdseal: content-type must be application/grpc");
+        return;
+    }
+    rs->method = method_lookup((const char *)path.base, path.len);
+    if (!rs->method) {
+        /* fail closed: an unknown method could return stored values we cannot interpret */
+        relay_finish_local(rs, GRPC_UNIMPLEMENTED,
+                           "etcdseal: unknown method %.*s is not relayed", (int)path.len,
+                           (const char *)path.base);
+        return;
+    }
+    size_t max = rs->w->rt->max_message_bytes;
+    if (rs->method->request_transform) {
+        grpc_reasm_init(&rs->req_reasm, max);
+        rs->req_reasm_on = true;
+    }
+    if (rs->method->response_transform) {
+        grpc_reasm_init(&rs->resp_reasm, max);
+        rs->resp_reasm_on = true;
+    }
+    rs->retryable = true;
+    upstream_pool_submit(rs->w->pool, rs);
+}
+
+void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len)
+{
+    rs->client_unconsumed += len;
+    if (rs->local_done || rs->resp_done || !rs->method) {
+        release_client_window(rs); /* dropped: the call is over */
+        return;
+    }
+    if (rs->req_reasm_on)
+        feed_messages(rs, &rs->req_reasm, rs->method->request_transform, TRANSFORM_REQUEST, data,
+                      len, rs->to_up);
+    else if (evbuffer_add(rs->to_up, data, len) != 0)
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+    release_client_window(rs);
+    resume_upstream_send(rs);
+}
+
+void relay_on_client_eof(relay_stream *rs)
+{
+    rs->client_eof = true;
+    if (rs->req_reasm_on && !rs->local_done && !grpc_reasm_idle(&rs->req_reasm)) {
+        relay_finish_local(rs, GRPC_INTERNAL, "etcdseal: request ended inside a gRPC message");
+        return;
+    }
+    resume_upstream_send(rs);
+}
+
+void relay_on_client_closed(relay_stream *rs, uint32_t error_code)
+{
+    worker *w = rs->w;
+    if (rs->method) {
+        int status = rs->status >= 0 ? rs->status : (error_code ? GRPC_CANCELLED : GRPC_UNKNOWN);
+        worker_record_call(w, rs->method->index, status, rs->start_ns);
+    }
+    metrics_gauge_add(w->open_streams, -1);
+    h2conn_list_remove(&rs->ds->streams, rs, &rs->ds_link);
+    rs->ds = NULL;
+    if (!rs->us_closed || rs->pending)
+        cancel_upstream(rs);
+    relay_maybe_free(rs);
+}
+
+static ssize_t upstream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                                size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                                void *user_data)
+{
+    (void)session;
+    (void)stream_id;
+    (void)user_data;
+    relay_stream *rs = source->ptr;
+    size_t avail = evbuffer_get_length(rs->to_up);
+    if (avail == 0) {
+        if (rs->client_eof) {
+            *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+            return 0;
+        }
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    size_t n = avail < length ? avail : length;
+    if (evbuffer_remove(rs->to_up, buf, n) != (int)n)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (rs->retryable) {
+        if (rs->sent_log.len + n <= RELAY_RETRY_LOG_MAX)
+            buf_append(&rs->sent_log, buf, n);
+        else {
+            rs->retryable = false;
+            buf_free(&rs->sent_log);
+        }
+    }
+    if (n == avail && rs->client_eof)
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF;
+    release_client_window(rs);
+    return (ssize_t)n;
+}
+
+int relay_submit_upstream(relay_stream *rs, h2conn *us)
+{
+    nghttp2_nv stackv[32];
+    size_t n;
+    /* never let etcd compress what a transformer has to read */
+    nghttp2_nv *nva = hdr_nva(&rs->req_hdrs, rs->resp_reasm_on ? "grpc-accept-encoding" : NULL,
+                              &n, stackv, 32);
+    if (!nva)
+        return -1;
+    nghttp2_data_provider prd = {.source.ptr = rs, .read_callback = upstream_read_cb};
+    int32_t id = nghttp2_submit_request(us->session, NULL, nva, n, &prd, rs);
+    if (nva != stackv)
+        free(nva);
+    if (id < 0) {
+        log_warn("cannot open upstream stream|err=%s", nghttp2_strerror(id));
+        return -1;
+    }
+    rs->us = us;
+    rs->us_id = id;
+    rs->us_closed = false;
+    h2conn_list_add(&us->streams, rs, &rs->us_link);
+    h2conn_schedule_flush(us);
+    return 0;
+}
+
+/* ------------------------------------------------------------------ upstream -> client */
+static ssize_t downstream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                                  size_t length, uint32_t *data_flags,
+                                  nghttp2_data_source *source, void *user_data)
+{
+    (void)stream_id;
+    (void)user_data;
+    relay_stream *rs = source->ptr;
+    size_t avail = evbuffer_get_length(rs->to_down);
+    size_t n = avail < length ? avail : length;
+    if (n > 0 && evbuffer_remove(rs->to_down, buf, n) != (int)n)
+        return NGHTTP2_ERR_TEMPORAL_CALLBACK_FAILURE;
+    if (n == avail && rs->upstream_eof) {
+        *data_flags |= NGHTTP2_DATA_FLAG_EOF | NGHTTP2_DATA_FLAG_NO_END_STREAM;
+        rs->resp_done = true;
+        if (rs->local_done) {
+            submit_local_trailers(session, rs);
+        } else if (rs->trailers.n > 0) {
+            nghttp2_nv stackv[16];
+            size_t nt;
+            nghttp2_nv *nva = hdr_nva(&rs->trailers, NULL, &nt, stackv, 16);
+            if (nva) {
+                nghttp2_submit_trailer(session, rs->ds_id, nva, nt);
+                if (nva != stackv)
+                    free(nva);
+            }
+        } else {
+            rs->status = GRPC_INTERNAL;
+            free(rs->status_msg);
+            rs->status_msg = strdup("etcdseal: upstream ended the call without a grpc-status");
+            submit_local_trailers(session, rs);
+        }
+    } else if (n == 0) {
+        return NGHTTP2_ERR_DEFERRED;
+    }
+    release_upstream_window(rs);
+    return (ssize_t)n;
+}
+
+void relay_on_upstream_headers(relay_stream *rs, bool end_stream)
+{
+    rs->retryable = false; /* etcd has the call: never send it twice */
+    buf_free(&rs->sent_log);
+    if (!rs->ds || rs->local_done || rs->resp_done)
+        return;
+    nghttp2_nv stackv[16];
+    size_t n;
+    nghttp2_nv *nva = hdr_nva(&rs->resp_hdrs, NULL, &n, stackv, 16);
+    if (!nva) {
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return;
+    }
+    if (end_stream) { /* trailers-only response */
+        rs->status = hdr_status(&rs->resp_hdrs);
+        nghttp2_submit_response(rs->ds->session, rs->ds_id, nva, n, NULL);
+        rs->resp_started = rs->resp_done = true;
+    } else {
+        nghttp2_data_provider prd = {.source.ptr = rs, .read_callback = downstream_read_cb};
+        nghttp2_submit_response(rs->ds->session, rs->ds_id, nva, n, &prd);
+        rs->resp_started = true;
+    }
+    if (nva != stackv)
+        free(nva);
+    h2conn_schedule_flush(rs->ds);
+}
+
+static void resume_downstream_send(relay_stream *rs)
+{
+    if (rs->ds && !rs->ds->closing && rs->resp_started && !rs->resp_done) {
+        nghttp2_session_resume_data(rs->ds->session, rs->ds_id);
+        h2conn_schedule_flush(rs->ds);
+    }
+}
+
+void relay_on_upstream_trailers(relay_stream *rs)
+{
+    if (rs->local_done)
+        return;
+    rs->status = hdr_status(&rs->trailers);
+    relay_on_upstream_eof(rs);
+}
+
+void relay_on_upstream_data(relay_stream *rs, const uint8_t *data, size_t len)
+{
+    rs->upstream_unconsumed += len;
+    if (rs->local_done || rs->resp_done || !rs->ds) {
+        release_upstream_window(rs);
+        return;
+    }
+    if (rs->resp_reasm_on)
+        feed_messages(rs, &rs->resp_reasm, rs->method->response_transform, TRANSFORM_RESPONSE,
+                      data, len, rs->to_down);
+    else if (evbuffer_add(rs->to_down, data, len) != 0)
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+    release_upstream_window(rs);
+    resume_downstream_send(rs);
+}
+
+void relay_on_upstream_eof(relay_stream *rs)
+{
+    if (rs->local_done)
+        return;
+    if (rs->resp_reasm_on && !grpc_reasm_idle(&rs->resp_reasm)) {
+        relay_finish_local(rs, GRPC_INTERNAL, "etcdseal: upstream response ended inside a message");
+        return;
+    }
+    rs->upstream_eof = true;
+    resume_downstream_send(rs);
+}
+
+void relay_on_upstream_closed(relay_stream *rs, uint32_t error_code, bool conn_lost)
+{
+    h2conn *us = rs->us;
+    if (us)
+        h2conn_list_remove(&us->streams, rs, &rs->us_link);
+    rs->us = NULL;
+    rs->us_closed = true;
+    if (!rs->ds || rs->local_done || rs->resp_done || rs->upstream_eof) {
+        relay_maybe_free(rs);
+        return;
+    }
+    bool refused = error_code == NGHTTP2_REFUSED_STREAM;
+    if (refused && rs->retryable && !rs->resp_started && rs->retries < 3) {
+        /* etcd never saw it (refused, or above GOAWAY's last stream id): send it again */
+        if (rs->sent_log.len &&
+            evbuffer_prepend(rs->to_up, rs->sent_log.data, rs->sent_log.len) != 0) {
+            relay_finish_local(rs, GRPC_UNAVAILABLE, "etcdseal: out of memory on retry");
+            return;
+        }
+        buf_reset(&rs->sent_log);
+        hdr_list_clear(&rs->resp_hdrs);
+        hdr_list_clear(&rs->trailers);
+        rs->retries++;
+        upstream_pool_submit(rs->w->pool, rs);
+        return;
+    }
+    if (conn_lost || refused || !rs->resp_started) {
+        relay_finish_local(rs, GRPC_UNAVAILABLE, "etcdseal: upstream etcd %s (stream error %u)",
+                           conn_lost ? "connection lost" : "refused the call", error_code);
+        return;
+    }
+    /* etcd reset a running call: pass the reset on */
+    nghttp2_submit_rst_stream(rs->ds->session, NGHTTP2_FLAG_NONE, rs->ds_id, error_code);
+    rs->resp_done = true;
+    rs->status = error_code == NGHTTP2_CANCEL ? GRPC_CANCELLED : GRPC_INTERNAL;
+    h2conn_schedule_flush(rs->ds);
+}
