@@ -97,6 +97,9 @@ static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, size_t *n_out, n
     return nva;
 }
 
+static void release_client_window(relay_stream *rs);
+static void release_upstream_window(relay_stream *rs);
+
 /* ------------------------------------------------------------------ lifecycle */
 relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
 {
@@ -203,6 +206,9 @@ void relay_finish_local(relay_stream *rs, int status, const char *fmt, ...)
     log_debug("call ended by proxy|method=%s status=%s msg=\"%s\"",
               rs->method ? rs->method->path : "-", grpc_status_name(status), text);
     cancel_upstream(rs);
+    /* nothing more goes upstream: drop what waits and let the client's window open */
+    evbuffer_drain(rs->to_up, evbuffer_get_length(rs->to_up));
+    release_client_window(rs);
     if (!rs->ds || rs->ds->closing)
         return;
     if (!rs->resp_started) {
@@ -395,8 +401,14 @@ void relay_on_client_closed(relay_stream *rs, uint32_t error_code)
         worker_record_call(w, rs->method->index, status, rs->start_ns);
     }
     metrics_gauge_add(w->open_streams, -1);
+    /* bytes never acknowledged still count against the connection window: return them */
+    if (rs->client_unconsumed && !rs->ds->closing)
+        nghttp2_session_consume_connection(rs->ds->session, rs->client_unconsumed);
+    rs->client_unconsumed = 0;
     h2conn_list_remove(&rs->ds->streams, rs, &rs->ds_link);
     rs->ds = NULL;
+    evbuffer_drain(rs->to_down, evbuffer_get_length(rs->to_down));
+    release_upstream_window(rs);
     if (!rs->us_closed || rs->pending)
         cancel_upstream(rs);
     relay_maybe_free(rs);
@@ -573,8 +585,12 @@ void relay_on_upstream_eof(relay_stream *rs)
 void relay_on_upstream_closed(relay_stream *rs, uint32_t error_code, bool conn_lost)
 {
     h2conn *us = rs->us;
-    if (us)
+    if (us) {
+        if (rs->upstream_unconsumed && !us->closing)
+            nghttp2_session_consume_connection(us->session, rs->upstream_unconsumed);
+        rs->upstream_unconsumed = 0;
         h2conn_list_remove(&us->streams, rs, &rs->us_link);
+    }
     rs->us = NULL;
     rs->us_closed = true;
     if (!rs->ds || rs->local_done || rs->resp_done || rs->upstream_eof) {
