@@ -124,7 +124,7 @@ EVP_CIPHER_CTX *crypto_evp_working(const crypto_evp_key *k, int enc, const uint8
             return NULL;
         s->id[enc] = k->id;
     }
-    if (!EVP_CipherInit_ex2(c, NULL, NULL, iv, enc, NULL)) {
+    if (!EVP_CipherInit_ex(c, NULL, NULL, NULL, iv, enc)) {
         s->id[enc] = 0; /* unknown state: re-copy next time */
         return NULL;
     }

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
+#include "crypto/nonce.h"
 
 #include "crypto/evp_key.h"
 #include "crypto/provider.h"
@@ -51,7 +51,7 @@ static const char *cbc_seal(const void *state, const uint8_t *aad, size_t aad_le
 {
     (void)aad;
     (void)aad_len;
-    if (RAND_bytes(dst, CBC_BLOCK) != 1)
+    if (crypto_nonce(dst, CBC_BLOCK) < 0)
         return CRYPTO_MSG_RANDOM;
     EVP_CIPHER_CTX *c = crypto_evp_working(state, 1, dst);
     size_t n = 0;

@@ -7,7 +7,7 @@
 #include <string.h>
 
 #include <openssl/crypto.h>
-#include <openssl/rand.h>
+#include "crypto/nonce.h"
 
 #include "crypto/evp_key.h"
 #include "crypto/provider.h"
@@ -48,7 +48,7 @@ static size_t gcm_sealed_size(size_t in_len)
 static const char *gcm_seal(const void *state, const uint8_t *aad, size_t aad_len,
                             const uint8_t *in, size_t in_len, uint8_t *dst)
 {
-    if (RAND_bytes(dst, GCM_NONCE) != 1)
+    if (crypto_nonce(dst, GCM_NONCE) < 0)
         return CRYPTO_MSG_RANDOM;
     EVP_CIPHER_CTX *c = crypto_evp_working(state, 1, dst);
     size_t n = 0;

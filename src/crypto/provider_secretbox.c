@@ -4,7 +4,7 @@
  * nacl/secretbox.Seal. The key stays in the chain's guarded memory; no per-key state beyond a
  * pointer to it. The AAD is not used. Error texts follow secretbox.go (including its "sic").
  */
-#include <openssl/rand.h>
+#include "crypto/nonce.h"
 #include <sodium.h>
 
 #include "crypto/provider.h"
@@ -39,7 +39,7 @@ static const char *sb_seal(const void *state, const uint8_t *aad, size_t aad_len
     const secret_t *key = state;
     (void)aad;
     (void)aad_len;
-    if (RAND_bytes(dst, SB_NONCE) != 1)
+    if (crypto_nonce(dst, SB_NONCE) < 0)
         return CRYPTO_MSG_RANDOM;
     if (crypto_secretbox_easy(dst + SB_NONCE, in, in_len, dst, key->bytes) != 0)
         return CRYPTO_MSG_CIPHER;
