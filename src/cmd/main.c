@@ -15,6 +15,10 @@ struct subcommand {
 
 static const struct subcommand subcommands[] = {
     /* keep sorted by name; one line per subcommand */
+    {"check-config", cmd_check_config, "validate an EncryptionConfiguration, show rules"},
+    {"decrypt", cmd_decrypt, "decrypt one stored etcd value (stdin -> stdout)"},
+    {"encrypt", cmd_encrypt, "encrypt one etcd value as the proxy would (stdin -> stdout)"},
+    {"keygen", cmd_keygen, "print a new random base64 key for aesgcm/aescbc/secretbox"},
     {"proxy", cmd_proxy, "run the transparent etcd proxy"},
     {"version", cmd_version, "print the version"},
 };

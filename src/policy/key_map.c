@@ -552,8 +552,9 @@ static int provider_warnings(rule_view_store *v, const policy_ec_rule *rule)
 {
     int rc = 0;
     if (rule->n_providers && rule->providers[0].type == CRYPTO_PROVIDER_IDENTITY)
-        rc |= view_warn(v, strdup("identity is the first provider: new values are written in "
-                                  "plaintext"));
+        rc |= view_warn(v, fmt("%s: identity is the first provider: new values are written in "
+                               "plaintext",
+                               rule->providers[0].path));
     for (size_t i = 0; i < rule->n_providers; i++) {
         const policy_ec_provider *p = &rule->providers[i];
         if (p->type == CRYPTO_PROVIDER_AESGCM)
