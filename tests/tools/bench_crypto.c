@@ -4,7 +4,7 @@
  * Each measurement runs for -t seconds (default 0.5) after a short warm-up.
  * Output: one line per measurement, "provider op bytes ns_per_value MB_per_s", tab-separated,
  * after a "# provider op bytes ns/value MB/s" header (bench/bench-crypto.sh formats it).
- * Usage: bench_crypto [-t seconds] [-p provider]
+ * Usage: bench_crypto [-t seconds] [-p provider] [-s bytes]
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -90,14 +90,17 @@ int main(int argc, char **argv)
 {
     double secs = 0.5;
     const char *only = NULL;
+    size_t only_size = 0;
     for (int i = 1; i + 1 < argc; i += 2) {
         if (strcmp(argv[i], "-t") == 0)
             secs = atof(argv[i + 1]);
         else if (strcmp(argv[i], "-p") == 0)
             only = argv[i + 1];
+        else if (strcmp(argv[i], "-s") == 0)
+            only_size = (size_t)strtoul(argv[i + 1], NULL, 10);
     }
     if (secs <= 0 || sodium_init() < 0) {
-        fprintf(stderr, "usage: bench_crypto [-t seconds] [-p provider]\n");
+        fprintf(stderr, "usage: bench_crypto [-t seconds] [-p provider] [-s bytes]\n");
         return 2;
     }
     static const bench_case cases[] = {
@@ -123,9 +126,13 @@ int main(int argc, char **argv)
             crypto_chain_free(c);
             return 1;
         }
-        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++)
-            if (measure(c, cases[ci].label, sizes[si], secs) < 0)
+        for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+            size_t n = only_size ? only_size : sizes[si];
+            if (measure(c, cases[ci].label, n, secs) < 0)
                 rc = 1;
+            if (only_size)
+                break;
+        }
         crypto_chain_free(c);
     }
     sodium_memzero(key, sizeof key);
