@@ -3,6 +3,8 @@
  * binding, stale flags, kube-apiserver's read algorithm and error texts, and use from 2 threads.
  */
 #include <pthread.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
@@ -592,6 +594,42 @@ static void test_two_threads(void)
     crypto_chain_free(c[1]);
 }
 
+/* Nonces are buffered per thread; a forked child must not reuse the parent's buffered bytes. */
+static void test_fork_no_shared_nonces(void)
+{
+    const char *names[] = {"k"};
+    crypto_chain *c = chain1(CRYPTO_PROVIDER_AESGCM, 32, names, 1, 110);
+    buf_t v = BUF_INIT;
+    es_error err;
+    /* fill this thread's nonce buffer */
+    CHECK(crypto_chain_encrypt(c, (const uint8_t *)"a", 1, (const uint8_t *)"x", 1, &v, &err) == 0);
+    int fds[2];
+    CHECK(pipe(fds) == 0);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        buf_t w = BUF_INIT;
+        int ok = crypto_chain_encrypt(c, (const uint8_t *)"a", 1, (const uint8_t *)"x", 1, &w,
+                                      &err) == 0 &&
+                 w.len >= 32 && write(fds[1], w.data + 20, 12) == 12;
+        _exit(ok ? 0 : 1);
+    }
+    close(fds[1]);
+    uint8_t child_nonce[12] = {0};
+    ssize_t got = read(fds[0], child_nonce, sizeof child_nonce);
+    close(fds[0]);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+    CHECK_EQ_INT(got, 12);
+    buf_reset(&v);
+    CHECK(crypto_chain_encrypt(c, (const uint8_t *)"a", 1, (const uint8_t *)"x", 1, &v, &err) == 0);
+    CHECK_MSG(v.len >= 32 && memcmp(v.data + 20, child_nonce, 12) != 0,
+              "parent and child used the same nonce");
+    buf_free(&v);
+    crypto_chain_free(c);
+}
+
 int main(int argc, char **argv)
 {
     (void)argc;
@@ -611,6 +649,7 @@ int main(int argc, char **argv)
     RUN(test_build_errors);
     RUN(test_key_switching_one_thread);
     RUN(test_two_threads);
+    RUN(test_fork_no_shared_nonces);
     crypto_thread_cleanup();
     return TEST_EXIT();
 }
