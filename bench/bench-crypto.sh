@@ -2,9 +2,12 @@
 # bench-crypto.sh - cost per value of the provider chain beside OpenSSL's raw cipher speed.
 #
 # For each size (256 B, 4 KiB, 64 KiB, 1 MiB) and provider, runs build/tools/bench_crypto
-# (chain encrypt/decrypt: prefix, random nonce, AAD, tag, buffer) right after
-# `openssl speed -seconds 1 -bytes N -evp <cipher>` (encrypt, and -decrypt) for the matching
-# cipher, so both figures come from the same moment of the same run, and prints the ratio.
+# (chain encrypt/decrypt: prefix, random nonce, AAD, tag, buffer; fastest of 3 trials) between
+# two runs of `openssl speed -seconds 1 -bytes N -evp <cipher>` (encrypt, and -decrypt) for the
+# matching cipher (the better OpenSSL figure is kept), and prints the ratio. openssl speed
+# measures the bare cipher on N-byte updates (it need not set a new IV or tag per update); the
+# chain's figure includes everything one stored value costs: prefix, fresh nonce/IV, AAD, tag,
+# padding check, output buffer. Small-N ratios therefore show the per-value overhead.
 # The issue's target: aesgcm (AES-256-GCM) >= 0.7x OpenSSL's figure at 4 KiB.
 # Env: ETCDSEAL_TOOLS (default build/tools), BENCH_SECONDS per chain measurement (0.5),
 #      SIZES (default "256 4096 65536 1048576"), STRICT=1 exits 1 when the target is missed.
@@ -26,6 +29,8 @@ openssl_mbs() { # $1 cipher, $2 bytes, $3 "" or -decrypt -> MB/s (10^6 bytes/s)
     awk -F: '/^\+F:/ {printf "%.1f", $NF / 1e6}'
 }
 
+max() { awk -v a="${1:-0}" -v b="${2:-0}" 'BEGIN {printf "%.1f", (a > b ? a : b)}'; }
+
 echo "bench-crypto: $(openssl version), $(nproc) CPU(s), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //')"
 echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
 printf '%-11s %-7s %8s %11s %9s %13s %6s\n' provider op bytes ns/value MB/s openssl_MB/s ratio
@@ -34,9 +39,12 @@ for n in $SIZES; do
   for p in $PROVIDERS; do
     c=${CIPHER[$p]}
     ref_enc=""; ref_dec=""
-    [ "$c" != - ] && ref_enc=$(openssl_mbs "$c" "$n" "")
+    [ "$c" != - ] && ref_enc=$(openssl_mbs "$c" "$n" "") && ref_dec=$(openssl_mbs "$c" "$n" -decrypt)
     out=$("$TOOL" -t "$SECS" -p "$p" -s "$n" | grep -v '^#') || { echo "bench_crypto failed" >&2; exit 1; }
-    [ "$c" != - ] && ref_dec=$(openssl_mbs "$c" "$n" -decrypt)
+    if [ "$c" != - ]; then # OpenSSL again after ours: keep its better figure (shared machine)
+      ref_enc=$(max "$ref_enc" "$(openssl_mbs "$c" "$n" "")")
+      ref_dec=$(max "$ref_dec" "$(openssl_mbs "$c" "$n" -decrypt)")
+    fi
     while IFS=$'\t' read -r prov op bytes ns mbs; do
       ref=$ref_enc; [ "$op" = decrypt ] && ref=$ref_dec
       if [ -n "$ref" ] && [ "$ref" != 0.0 ]; then
