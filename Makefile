@@ -36,6 +36,8 @@ TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 .PHONY: all deps test test-unit test-integration sanitize sanitize-unit run clean fuzz \
         fuzz-smoke bench bench-quick bench-crypto format tests tools
 .DEFAULT_GOAL := all
+# generated protobuf sources are real outputs, not intermediates make may delete
+.SECONDARY: $(PROTO_C) $(PROTO_H)
 
 SHARED   ?= ../shared
 all: $(BIN) tests tools
