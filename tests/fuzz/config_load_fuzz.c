@@ -25,8 +25,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     policy_encryption *p = NULL;
     if (policy_encryption_load_buffer("fuzz.yaml", (const char *)data, size, "/registry", &p,
                                       &err) == 0) {
-        static const char *const keys[] = {"/registry/secrets/a/b", "/registry/a.b/c/d",
-                                           "/registry/services/specs/x", "/app/x", "/registry/",
+        static const char *const keys[] = {"/registry/secrets/a/b",
+                                           "/registry/a.b/c/d",
+                                           "/registry/services/specs/x",
+                                           "/app/x",
+                                           "/registry/",
                                            ""};
         for (size_t i = 0; i < sizeof keys / sizeof keys[0]; i++)
             (void)policy_encryption_chain_for_key(p, (const uint8_t *)keys[i], strlen(keys[i]));
