@@ -108,10 +108,10 @@ FUZZ_TIME ?= 20
 .PHONY: fuzz-build
 fuzz-build:
 	@if [ -n "$(FUZZ_SRC)" ]; then $(MAKE) BUILD=build-fuzz CC=clang OPT=-O1 \
-	  SAN="-fsanitize=fuzzer-no-link,address,undefined" build-fuzz/libetcdseal.a $(FUZZ_BIN); fi
+	  SAN="-fsanitize=fuzzer-no-link,address,undefined -Wno-unknown-warning-option" build-fuzz/libetcdseal.a $(FUZZ_BIN); fi
 
 build-fuzz/%_fuzz: tests/fuzz/%_fuzz.c build-fuzz/libetcdseal.a
-	clang $(CPPFLAGS) -std=c11 -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
+	clang $(CPPFLAGS) -std=c11 -Wno-unknown-warning-option -g -O1 -fsanitize=fuzzer,address,undefined -o $@ $< \
 	  build-fuzz/libetcdseal.a $(LDLIBS)
 
 fuzz: fuzz-build

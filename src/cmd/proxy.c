@@ -15,6 +15,7 @@
 #include "base/metrics.h"
 #include "cmd/commands.h"
 #include "cmd/proxy_options.h"
+#include "policy/encryption.h"
 #include "proxy/endpoint.h"
 #include "proxy/tls.h"
 #include "proxy/worker.h"
@@ -76,6 +77,7 @@ static void free_runtime(proxy_runtime *rt)
         SSL_CTX_free(rt->server_tls);
     if (rt->client_tls)
         SSL_CTX_free(rt->client_tls);
+    policy_encryption_unref(rt->policy);
     free(rt->endpoints);
 }
 
@@ -111,10 +113,17 @@ int cmd_proxy(int argc, char **argv)
         goto out;
     }
     if (o.encryption_provider_config[0]) {
-        fprintf(stderr, "etcdseal proxy: --encryption-provider-config is not supported by this "
-                        "build yet (value encryption through the proxy comes with the "
-                        "interception work); refusing to start rather than store plaintext\n");
-        goto out;
+        /* load fully before serving anything: a config that fails to load stops the start */
+        if (policy_encryption_load(o.encryption_provider_config, o.storage_prefix, &rt.policy,
+                                   &err) < 0) {
+            fprintf(stderr, "etcdseal proxy: --encryption-provider-config: %s\n", err.msg);
+            goto out;
+        }
+        log_info("encryption configuration loaded|file=%s rules=%zu storage_prefix=%s",
+                 o.encryption_provider_config, policy_encryption_rule_count(rt.policy),
+                 o.storage_prefix);
+    } else {
+        log_warn("no --encryption-provider-config: values pass through unencrypted");
     }
     if (o.metrics_addr[0]) {
         admin = admin_server_new(o.metrics_addr, &err);
