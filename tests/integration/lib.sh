@@ -112,6 +112,16 @@ _cleanup() {
   for ((i = ${#_PIDS[@]} - 1; i >= 0; i--)); do
     stop_pid "${_PIDS[i]}" 3 TERM
   done
+  # sanitizer reports from any proxy this file ran (make sanitize runs the ASan build here)
+  for f in "$T"/proxy-*.log; do
+    [ -f "$f" ] || continue
+    if grep -qE 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$f"; then
+      fail "$TEST_NAME: sanitizer report in $(basename "$f")" \
+        "$(grep -m1 -E 'ERROR: (Address|Leak|Thread)Sanitizer|runtime error:' "$f")"
+      grep -m8 -E '^ +#[0-9]+ ' "$f" | sed 's/^/  | /'
+      [ "$rc" -eq 0 ] && rc=1
+    fi
+  done
   for p in "${_PORTS[@]}"; do rm -rf "$PORT_LOCKS/$p"; done
   if [ -n "${KEEP_TMP:-}" ]; then echo "  (kept $T)"; else rm -rf "$T"; fi
   [ "$_FAILS" -gt 0 ] && [ "$rc" -eq 0 ] && rc=1
@@ -220,6 +230,7 @@ _etcd_launch() {
     --logger zap --log-level warn --log-outputs stderr "$@" \
     >>"$T/etcd-$name/log" 2>&1 &
   local pid=$!
+  disown "$pid" # no "Killed" job notices when a test crashes a member on purpose
   track "$pid"
   printf -v "ETCD_PID_$name" %s "$pid"
   printf -v "ETCD_EP_$name" %s "127.0.0.1:$cp"

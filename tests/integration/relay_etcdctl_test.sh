@@ -217,6 +217,13 @@ if [ -n "$lid" ]; then
 fi
 
 # ---------------------------------------------------------------- cluster / maintenance
+out=$(ectl "$VIA" member list 2>&1)
+if [ -n "${IT_NO_PROXY:-}" ] || grep -qE "^[0-9a-f]+, started, e0, http://127\.0\.0\.1:[0-9]+, http://$VIA, false$" <<<"$out"; then
+  pass "member list via the proxy advertises the proxy's URL (http://$VIA)"
+else
+  fail "member list via the proxy advertises the proxy's URL" "$out"
+fi
+# apart from that URL (normalised with the endpoints), identical
 expect_same "member list" member list
 expect_same "member list -w json" member list -w json
 expect_same "endpoint status -w json" endpoint status -w json

@@ -127,6 +127,21 @@ else
   fi
 fi
 
+# all on one HTTP/2 connection, as clients that multiplex do
+if [ -x "$WT" ]; then
+  "$WT" -a "$VIA" -n "$WATCHERS" -c 1 -k /many/one -t 30 >"$T/wt1.out" 2>"$T/wt1.err" &
+  wt_pid=$!
+  track $wt_pid
+  wait_until 35 grep -q '^READY' "$T/wt1.out"
+  ectl "$VIA" put /many/one fired >/dev/null 2>&1
+  if wait_exit "$wt_pid" 40 && [ "$EXIT_RC" = 0 ]; then
+    pass "$WATCHERS watch streams on one connection each got the event ($(tr '\n' ' ' <"$T/wt1.out"))"
+  else
+    fail "$WATCHERS watch streams on one connection" "rc=${EXIT_RC:-timeout} $(tr '\n' ' ' <"$T/wt1.out") $(head -c 300 "$T/wt1.err")"
+  fi
+  stop_pid "$wt_pid" 2
+fi
+
 # ---------------------------------------------------------------- unknown methods
 if [ ! -x "$WT" ]; then
   fail "unknown method" "$WT not built"
