@@ -73,8 +73,8 @@ static int hdr_status(const hdr_list *l)
 }
 
 /* Builds an nv array from a header list (nghttp2 copies it on submit). `skip` is dropped. */
-static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, size_t *n_out, nghttp2_nv *stackv,
-                           size_t stackn)
+static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, const char *path_override,
+                           size_t *n_out, nghttp2_nv *stackv, size_t stackn)
 {
     size_t n = l->n / 2;
     nghttp2_nv *nva = n <= stackn ? stackv : malloc(n * sizeof *nva);
@@ -86,6 +86,10 @@ static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, size_t *n_out, n
             continue;
         nghttp2_vec nm = nghttp2_rcbuf_get_buf(l->items[i]);
         nghttp2_vec vl = nghttp2_rcbuf_get_buf(l->items[i + 1]);
+        if (path_override && rcbuf_eq(l->items[i], ":path")) {
+            vl.base = (uint8_t *)path_override;
+            vl.len = strlen(path_override);
+        }
         nva[k].name = nm.base;
         nva[k].namelen = nm.len;
         nva[k].value = vl.base;
@@ -99,6 +103,7 @@ static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, size_t *n_out, n
 
 static void release_client_window(relay_stream *rs);
 static void release_upstream_window(relay_stream *rs);
+static void internal_complete(relay_stream *rs, int status, const char *status_msg);
 
 /* ------------------------------------------------------------------ lifecycle */
 relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
@@ -130,7 +135,7 @@ relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
 
 static void relay_maybe_free(relay_stream *rs)
 {
-    if (rs->ds || rs->us || rs->pending)
+    if (rs->ds || rs->us || rs->pending || rs->async.active)
         return;
     if (rs->xform_state && rs->method && rs->method->free_state)
         rs->method->free_state(rs->xform_state);
@@ -144,6 +149,8 @@ static void relay_maybe_free(relay_stream *rs)
     if (rs->resp_reasm_on)
         grpc_reasm_free(&rs->resp_reasm);
     buf_free(&rs->sent_log);
+    buf_wipe_free(&rs->internal_msg);
+    free(rs->path_override);
     free(rs->status_msg);
     free(rs);
 }
@@ -203,6 +210,12 @@ void relay_finish_local(relay_stream *rs, int status, const char *fmt, ...)
     rs->status = status;
     free(rs->status_msg);
     rs->status_msg = strdup(text);
+    if (rs->internal) {
+        cancel_upstream(rs);
+        internal_complete(rs, status, text);
+        relay_maybe_free(rs);
+        return;
+    }
     log_debug("call ended by proxy|method=%s status=%s msg=\"%s\"",
               rs->method ? rs->method->path : "-", grpc_status_name(status), text);
     cancel_upstream(rs);
@@ -237,10 +250,24 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
         .stream_state = &rs->xform_state,
         .worker_id = w->id,
     };
+    if (dir == TRANSFORM_REQUEST && !rs->method->client_streaming && !rs->async.active) {
+        rs->async.rs = rs;
+        rs->async.ctx = ctx;
+        rs->async.ctx.async = &rs->async;
+        ctx.async = &rs->async;
+    }
     es_error err = {0};
     buf_t *out = &w->scratch;
     buf_reset(out);
-    if (fn(&ctx, msg, len, out, &err) != 0) {
+    /* active before the call: an async transformer may finish re-entrantly (no upstream) */
+    if (ctx.async)
+        rs->async.active = true;
+    int rc = fn(&ctx, msg, len, out, &err);
+    if (rc == TRANSFORM_PENDING && ctx.async)
+        return 1; /* the transformer answers the call later */
+    if (ctx.async)
+        rs->async.active = false;
+    if (rc != 0) {
         int code = err.code > 0 && err.code < GRPC_STATUS_COUNT ? err.code : GRPC_INTERNAL;
         relay_finish_local(rs, code, "%s", err.msg[0] ? err.msg : "etcdseal: transform failed");
         return -1;
@@ -251,6 +278,10 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
         (out->len && evbuffer_add(dst, out->data, out->len) != 0)) {
         relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
         return -1;
+    }
+    if (dir == TRANSFORM_REQUEST && rs->submit_deferred) {
+        rs->submit_deferred = false;
+        upstream_pool_submit(w->pool, rs);
     }
     return 0;
 }
@@ -267,8 +298,8 @@ static void feed_messages(relay_stream *rs, grpc_reasm *r, transform_fn fn, enum
         if (res == GRPC_REASM_MESSAGE) {
             size_t mlen;
             const uint8_t *m = grpc_reasm_message(r, &mlen);
-            if (run_transform(rs, fn, dir, m, mlen, dst) < 0)
-                return;
+            if (run_transform(rs, fn, dir, m, mlen, dst) != 0)
+                return; /* failed, or went asynchronous */
             continue;
         }
         if (res == GRPC_REASM_COMPRESSED) {
@@ -364,14 +395,17 @@ void relay_on_request_headers(relay_stream *rs)
         rs->resp_reasm_on = true;
     }
     rs->retryable = true;
-    upstream_pool_submit(rs->w->pool, rs);
+    if (rs->method->request_transform && !rs->method->client_streaming)
+        rs->submit_deferred = true; /* opened when the transformed request exists */
+    else
+        upstream_pool_submit(rs->w->pool, rs);
 }
 
 void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len)
 {
     rs->client_unconsumed += len;
-    if (rs->local_done || rs->resp_done || !rs->method) {
-        release_client_window(rs); /* dropped: the call is over */
+    if (rs->local_done || rs->resp_done || !rs->method || rs->async.active) {
+        release_client_window(rs); /* dropped: the call is over (or taken over) */
         return;
     }
     if (rs->req_reasm_on)
@@ -388,6 +422,11 @@ void relay_on_client_eof(relay_stream *rs)
     rs->client_eof = true;
     if (rs->req_reasm_on && !rs->local_done && !grpc_reasm_idle(&rs->req_reasm)) {
         relay_finish_local(rs, GRPC_INTERNAL, "etcdseal: request ended inside a gRPC message");
+        return;
+    }
+    if (rs->submit_deferred && !rs->local_done && !rs->async.active) {
+        rs->submit_deferred = false; /* no message at all: let etcd answer that */
+        upstream_pool_submit(rs->w->pool, rs);
         return;
     }
     resume_upstream_send(rs);
@@ -453,7 +492,7 @@ int relay_submit_upstream(relay_stream *rs, h2conn *us)
     size_t n;
     /* never let etcd compress what a transformer has to read */
     nghttp2_nv *nva = hdr_nva(&rs->req_hdrs, rs->resp_reasm_on ? "grpc-accept-encoding" : NULL,
-                              &n, stackv, 32);
+                              rs->path_override, &n, stackv, 32);
     if (!nva)
         return -1;
     nghttp2_data_provider prd = {.source.ptr = rs, .read_callback = upstream_read_cb};
@@ -492,7 +531,7 @@ static ssize_t downstream_read_cb(nghttp2_session *session, int32_t stream_id, u
         } else if (rs->trailers.n > 0) {
             nghttp2_nv stackv[16];
             size_t nt;
-            nghttp2_nv *nva = hdr_nva(&rs->trailers, NULL, &nt, stackv, 16);
+            nghttp2_nv *nva = hdr_nva(&rs->trailers, NULL, NULL, &nt, stackv, 16);
             if (nva) {
                 nghttp2_submit_trailer(session, rs->ds_id, nva, nt);
                 if (nva != stackv)
@@ -515,11 +554,21 @@ void relay_on_upstream_headers(relay_stream *rs, bool end_stream)
 {
     rs->retryable = false; /* etcd has the call: never send it twice */
     buf_free(&rs->sent_log);
+    if (rs->internal) {
+        if (end_stream) {
+            int st = hdr_status(&rs->resp_hdrs);
+            nghttp2_vec m = hdr_find(&rs->resp_hdrs, "grpc-message");
+            char text[256];
+            snprintf(text, sizeof text, "%.*s", (int)m.len, m.base ? (const char *)m.base : "");
+            internal_complete(rs, st < 0 ? GRPC_UNKNOWN : st, text);
+        }
+        return;
+    }
     if (!rs->ds || rs->local_done || rs->resp_done)
         return;
     nghttp2_nv stackv[16];
     size_t n;
-    nghttp2_nv *nva = hdr_nva(&rs->resp_hdrs, NULL, &n, stackv, 16);
+    nghttp2_nv *nva = hdr_nva(&rs->resp_hdrs, NULL, NULL, &n, stackv, 16);
     if (!nva) {
         relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
         return;
@@ -548,14 +597,49 @@ static void resume_downstream_send(relay_stream *rs)
 
 void relay_on_upstream_trailers(relay_stream *rs)
 {
+    if (rs->internal) {
+        int st = hdr_status(&rs->trailers);
+        nghttp2_vec m = hdr_find(&rs->trailers, "grpc-message");
+        char text[256];
+        snprintf(text, sizeof text, "%.*s", (int)m.len, m.base ? (const char *)m.base : "");
+        internal_complete(rs, st < 0 ? GRPC_UNKNOWN : st, text);
+        return;
+    }
     if (rs->local_done)
         return;
     rs->status = hdr_status(&rs->trailers);
     relay_on_upstream_eof(rs);
 }
 
+static void internal_data(relay_stream *rs, const uint8_t *data, size_t len)
+{
+    if (rs->us && !rs->us->closing)
+        nghttp2_session_consume(rs->us->session, rs->us_id, len);
+    while (len > 0 && !rs->internal_done) {
+        size_t used = 0;
+        enum grpc_reasm_result r = grpc_reasm_feed(&rs->resp_reasm, data, len, &used);
+        data += used;
+        len -= used;
+        if (r == GRPC_REASM_MESSAGE) {
+            size_t mlen;
+            const uint8_t *m = grpc_reasm_message(&rs->resp_reasm, &mlen);
+            buf_reset(&rs->internal_msg);
+            if (buf_append(&rs->internal_msg, m, mlen) < 0)
+                relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+            continue;
+        }
+        if (r != GRPC_REASM_NEED_MORE)
+            relay_finish_local(rs, GRPC_INTERNAL, "etcdseal: bad response to an internal call");
+        break;
+    }
+}
+
 void relay_on_upstream_data(relay_stream *rs, const uint8_t *data, size_t len)
 {
+    if (rs->internal) {
+        internal_data(rs, data, len);
+        return;
+    }
     rs->upstream_unconsumed += len;
     if (rs->local_done || rs->resp_done || !rs->ds) {
         release_upstream_window(rs);
@@ -572,6 +656,10 @@ void relay_on_upstream_data(relay_stream *rs, const uint8_t *data, size_t len)
 
 void relay_on_upstream_eof(relay_stream *rs)
 {
+    if (rs->internal) {
+        internal_complete(rs, GRPC_INTERNAL, "etcdseal: internal call ended without a status");
+        return;
+    }
     if (rs->local_done)
         return;
     if (rs->resp_reasm_on && !grpc_reasm_idle(&rs->resp_reasm)) {
@@ -593,6 +681,21 @@ void relay_on_upstream_closed(relay_stream *rs, uint32_t error_code, bool conn_l
     }
     rs->us = NULL;
     rs->us_closed = true;
+    if (rs->internal && !rs->internal_done) {
+        if (error_code == NGHTTP2_REFUSED_STREAM && rs->retryable && rs->retries < 3) {
+            if (rs->sent_log.len)
+                evbuffer_prepend(rs->to_up, rs->sent_log.data, rs->sent_log.len);
+            buf_reset(&rs->sent_log);
+            hdr_list_clear(&rs->resp_hdrs);
+            hdr_list_clear(&rs->trailers);
+            rs->retries++;
+            upstream_pool_submit(rs->w->pool, rs);
+            return;
+        }
+        internal_complete(rs, GRPC_UNAVAILABLE,
+                          conn_lost ? "etcdseal: upstream etcd connection lost"
+                                    : "etcdseal: upstream etcd reset the internal call");
+    }
     if (!rs->ds || rs->local_done || rs->resp_done || rs->upstream_eof) {
         relay_maybe_free(rs);
         return;
@@ -622,4 +725,131 @@ void relay_on_upstream_closed(relay_stream *rs, uint32_t error_code, bool conn_l
     rs->resp_done = true;
     rs->status = error_code == NGHTTP2_CANCEL ? GRPC_CANCELLED : GRPC_INTERNAL;
     h2conn_schedule_flush(rs->ds);
+}
+
+/* ------------------------------------------------------------------ async transforms */
+static void async_maybe_release(relay_stream *rs)
+{
+    struct transform_async *a = &rs->async;
+    if (a->active && a->finished && a->outstanding == 0 && !a->in_callback) {
+        a->active = false;
+        relay_maybe_free(rs);
+    }
+}
+
+/* Delivers an internal call's result to the transformer that asked for it (once). */
+static void internal_complete(relay_stream *rs, int status, const char *status_msg)
+{
+    if (rs->internal_done)
+        return;
+    rs->internal_done = true;
+    relay_stream *parent = rs->internal_parent;
+    struct transform_async *a = &parent->async;
+    a->outstanding--;
+    a->in_callback = true;
+    bool ok = status == GRPC_OK;
+    rs->internal_cb(rs->internal_arg, ok && parent->ds ? GRPC_OK : (ok ? GRPC_CANCELLED : status),
+                    status_msg, ok ? rs->internal_msg.data : NULL, ok ? rs->internal_msg.len : 0);
+    a->in_callback = false;
+    async_maybe_release(parent);
+}
+
+int transform_async_call(transform_async *a, const char *path, const uint8_t *req, size_t len,
+                         transform_call_cb cb, void *arg)
+{
+    relay_stream *p = a->rs;
+    if (!p->ds || a->finished)
+        return -1;
+    relay_stream *rs = calloc(1, sizeof *rs);
+    if (!rs)
+        return -1;
+    rs->to_up = evbuffer_new();
+    rs->to_down = evbuffer_new();
+    rs->path_override = strdup(path);
+    if (!rs->to_up || !rs->to_down || !rs->path_override) {
+        if (rs->to_up)
+            evbuffer_free(rs->to_up);
+        if (rs->to_down)
+            evbuffer_free(rs->to_down);
+        free(rs->path_override);
+        free(rs);
+        return -1;
+    }
+    rs->w = p->w;
+    rs->internal = true;
+    rs->internal_cb = cb;
+    rs->internal_arg = arg;
+    rs->internal_parent = p;
+    rs->us_id = -1;
+    rs->us_closed = true;
+    rs->status = -1;
+    rs->start_ns = worker_now_ns();
+    /* same metadata as the client's call (auth token, hasleader, deadline), other :path */
+    for (uint32_t i = 0; i + 1 < p->req_hdrs.n; i += 2)
+        hdr_list_add(&rs->req_hdrs, p->req_hdrs.items[i], p->req_hdrs.items[i + 1]);
+    grpc_reasm_init(&rs->resp_reasm, rs->w->rt->max_message_bytes);
+    rs->resp_reasm_on = true;
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    grpc_put_prefix(prefix, len);
+    evbuffer_add(rs->to_up, prefix, sizeof prefix);
+    evbuffer_add(rs->to_up, req, len);
+    rs->client_eof = true;
+    rs->retryable = true;
+    a->outstanding++;
+    upstream_pool_submit(rs->w->pool, rs); /* may complete at once (no upstream): see cb */
+    return 0;
+}
+
+void transform_async_respond(transform_async *a, const uint8_t *msg, size_t len)
+{
+    relay_stream *rs = a->rs;
+    if (a->finished)
+        return;
+    a->finished = true;
+    if (rs->ds && !rs->ds->closing && !rs->local_done && !rs->resp_done) {
+        uint8_t prefix[GRPC_PREFIX_LEN];
+        grpc_put_prefix(prefix, len);
+        evbuffer_add(rs->to_down, prefix, sizeof prefix);
+        evbuffer_add(rs->to_down, msg, len);
+        rs->local_done = true;
+        rs->status = GRPC_OK;
+        rs->upstream_eof = true;
+        cancel_upstream(rs);
+        nghttp2_nv nva[] = {
+            {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+            {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+             NGHTTP2_NV_FLAG_NONE},
+        };
+        nghttp2_data_provider prd = {.source.ptr = rs, .read_callback = downstream_read_cb};
+        nghttp2_submit_response(rs->ds->session, rs->ds_id, nva, 2, &prd);
+        rs->resp_started = true;
+        h2conn_schedule_flush(rs->ds);
+    }
+    async_maybe_release(rs);
+}
+
+void transform_async_fail(transform_async *a, int status, const char *fmt, ...)
+{
+    relay_stream *rs = a->rs;
+    if (a->finished)
+        return;
+    a->finished = true;
+    char text[ES_ERROR_MSG_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(text, sizeof text, fmt, ap);
+    va_end(ap);
+    if (rs->ds)
+        relay_finish_local(rs, status, "%s", text);
+    async_maybe_release(rs);
+}
+
+int transform_async_cancelled(const transform_async *a)
+{
+    return a->rs->ds == NULL;
+}
+
+const transform_ctx *transform_async_ctx(const transform_async *a)
+{
+    return &a->ctx;
 }

@@ -27,6 +27,7 @@
 #include "proxy/endpoint.h"
 #include "proxy/grpc_wire.h"
 #include "proxy/methods.h"
+#include "proxy/transform.h"
 
 struct worker;
 struct relay_stream;
@@ -82,6 +83,17 @@ typedef struct hdr_list {
     uint32_t n, cap;
 } hdr_list;
 
+/* An asynchronous transform of one client call (embedded in its relay_stream, which is kept
+ * alive while `active`). See transform.h. */
+struct transform_async {
+    struct relay_stream *rs;
+    transform_ctx ctx;
+    int outstanding; /* internal calls in flight */
+    bool active;     /* a transformer returned TRANSFORM_PENDING; the stream is kept alive */
+    bool finished;   /* respond/fail was called */
+    bool in_callback;
+};
+
 typedef struct relay_stream {
     struct worker *w;
     const method_desc *method;
@@ -119,6 +131,18 @@ typedef struct relay_stream {
     buf_t sent_log;
     bool retryable;
     int retries;
+    /* request transformers of unary methods: upstream is opened only once the first
+     * transformed message exists (an async transformer may answer the call itself) */
+    bool submit_deferred;
+    struct transform_async async;
+    /* internal calls made by the proxy on behalf of a client call (no client side) */
+    bool internal;
+    char *path_override;
+    transform_call_cb internal_cb;
+    void *internal_arg;
+    struct relay_stream *internal_parent;
+    bool internal_done;
+    buf_t internal_msg;
 } relay_stream;
 
 /* ------------------------------------------------------------------ h2conn.c */

@@ -30,8 +30,36 @@ typedef struct transform_ctx {
     size_t n_advertise_urls;
     void **stream_state;               /* per-stream slot, see above */
     unsigned worker_id;
+    struct transform_async *async; /* non-NULL where a transformer may go asynchronous */
 } transform_ctx;
 
+/* ---- asynchronous completion (implemented by the relay) ----
+ * A transform_async handle stays valid until exactly one of forward/respond/fail is called; if
+ * the client goes away meanwhile, those calls do nothing but release the handle. */
+typedef struct transform_async transform_async;
+/* Result of an internal unary call: status is the gRPC status (0 = OK); msg/len the response
+ * message (NULL on error); status_msg the grpc-message (may be NULL). */
+typedef void (*transform_call_cb)(void *arg, int status, const char *status_msg,
+                                  const uint8_t *msg, size_t len);
+/* Sends a unary call of `path` with the encoded request to etcd on behalf of the client call.
+ * The callback runs later on the same worker thread (also when the client has gone away, with
+ * status CANCELLED). Returns 0 or -1. */
+int transform_async_call(transform_async *a, const char *path, const uint8_t *req, size_t len,
+                         transform_call_cb cb, void *arg);
+/* Answers the client locally with one response message and grpc-status 0. */
+void transform_async_respond(transform_async *a, const uint8_t *msg, size_t len);
+/* Ends the client call with a status. */
+void transform_async_fail(transform_async *a, int status, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+/* True when the client call is gone (the transformer should stop and release). */
+int transform_async_cancelled(const transform_async *a);
+/* Per-worker settings the async code needs. */
+const transform_ctx *transform_async_ctx(const transform_async *a);
+
+/* Returns 0 (out holds the message to forward), -1 (err: end the call), or TRANSFORM_PENDING:
+ * the transformer took the call over asynchronously through ctx->async (request direction of
+ * unary methods only) and will finish it with one of the transform_async_* calls below. */
+#define TRANSFORM_PENDING 1
 typedef int (*transform_fn)(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
                             es_error *err);
 typedef void (*transform_free_state_fn)(void *state);

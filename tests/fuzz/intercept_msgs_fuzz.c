@@ -135,7 +135,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     static const char *const urls[] = {"https://proxy:2379"};
     void *state = NULL;
     transform_ctx ctx = {
-        targets[t].dir, targets[t].method, NULL, urls, hook == 1 ? 1 : 0, &state, 0};
+        targets[t].dir, targets[t].method, NULL, urls, hook == 1 ? 1 : 0, &state, 0, NULL};
     buf_t out = BUF_INIT;
     es_error err = {0};
     int rc = targets[t].fn(&ctx, msg, len, &out, &err);
