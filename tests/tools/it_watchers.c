@@ -414,15 +414,17 @@ int main(int argc, char **argv)
             pump(nconn, 0);
     }
 
+    int rc;
+    size_t created = 0, with_event = 0, closed = 0, canceled = 0;
     if (call) {
         while (now_ms() < deadline && !streams[0].closed && !conns[0].dead)
             pump(nconn, 100);
         printf("http=%d grpc-status=%d grpc-message=%s\n", streams[0].http_status,
                streams[0].grpc_status, streams[0].grpc_message);
-        return streams[0].grpc_status >= 0 ? 0 : 1;
+        rc = streams[0].grpc_status >= 0 ? 0 : 1;
+        goto done;
     }
 
-    size_t created = 0, with_event = 0, closed = 0, canceled = 0;
     while (now_ms() < deadline) {
         pump(nconn, 50);
         created = 0;
@@ -456,6 +458,8 @@ int main(int argc, char **argv)
                    streams[i].grpc_message);
             break;
         }
+    rc = created == n && with_event == n ? 0 : 1;
+done:
     for (size_t i = 0; i < nconn; i++) {
         nghttp2_session_del(conns[i].h2);
         close(conns[i].fd);
@@ -465,5 +469,5 @@ int main(int argc, char **argv)
     free(streams);
     free(conns);
     free(sent);
-    return created == n && with_event == n ? 0 : 1;
+    return rc;
 }
