@@ -1,8 +1,10 @@
 /* intercept_election.c - walks v3election Campaign/Proclaim values and Leader/Observe kvs.
  *
  * etcd's election server stores a campaign value under "<name>/<lease id as Go %x>" (see
- * etcd's client/v3/concurrency election.go): the hook gets that key so a later issue can pick
- * the chain and use it as AAD exactly as for a Put of the same key.
+ * etcd's v3election server: concurrency.NewElection(session, name) keys "<name>/" and Campaign
+ * writes fmt.Sprintf("%s%x", keyPrefix, session.Lease())): the hook gets that key, picks the
+ * chain and uses it as AAD exactly as for a Put of the same key. With lease 0 the server grants
+ * a lease of its own, so the key is unknown here: refused on protected names.
  */
 #include "proxy/intercept_election.h"
 
@@ -14,6 +16,7 @@
 #include "v3electionpb/v3election.pb-c.h"
 
 #define GRPC_RESOURCE_EXHAUSTED 8
+#define GRPC_FAILED_PRECONDITION 9
 
 /* "<name>/<lease hex>" in arena memory; Go's %x of an int64 prints a '-' for negatives. */
 static int campaign_key(const V3electionpb__CampaignRequest *r, ProtobufCBinaryData *key,
@@ -42,6 +45,14 @@ static int walk_campaign_request(transform_ctx *ctx, ProtobufCMessage *m, unsign
     ProtobufCBinaryData key;
     if (campaign_key(r, &key, err) != 0)
         return -1;
+    if (r->lease == 0 && intercept_range_protected(ctx->policy, key.data, key.len, NULL, 0)) {
+        char shown[INTERCEPT_KEY_SHOWN_MAX];
+        intercept_format_key(shown, sizeof shown, r->name.data, r->name.len);
+        return es_error_set(err, GRPC_FAILED_PRECONDITION,
+                            "etcdseal: Campaign on encrypted election \"%s\" needs a lease: "
+                            "the key etcd would store the value under is unknown without one",
+                            shown);
+    }
     return intercept_value(ctx, INTERCEPT_SITE_ELECTION_VALUE, &key, &r->value, changed, err);
 }
 

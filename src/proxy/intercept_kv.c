@@ -8,11 +8,21 @@
  */
 #include "proxy/intercept_kv.h"
 
+#include <stdbool.h>
+#include <stdlib.h>
+
 #include "etcdserverpb/rpc.pb-c.h"
+#include "policy/encryption.h"
+#include "proxy/intercept_range_sort.h"
 #include "proxy/intercept_values.h"
+#include "proxy/txn_compare.h"
 
 #define GRPC_INVALID_ARGUMENT 3
+#define GRPC_RESOURCE_EXHAUSTED 8
+#define GRPC_FAILED_PRECONDITION 9
 #define GRPC_INTERNAL 13
+/* err->code of the walk that found a VALUE compare for txn_compare (never leaves this file) */
+#define TXN_NEEDS_EMULATION 1000
 
 /* ---------------------------------------------------------------- Txn depth scan */
 
@@ -131,6 +141,58 @@ static int walk_put_request(transform_ctx *ctx, Etcdserverpb__PutRequest *r, uns
     return intercept_value(ctx, INTERCEPT_SITE_PUT_VALUE, &r->key, &r->value, changed, err);
 }
 
+/* ---------------------------------------------------------------- Txn policy checks */
+
+/* What etcd cannot evaluate on ciphertext, anywhere in a Txn request: VALUE compares on protected
+ * keys (outermost level without range_end: *emulate; with range_end or nested: refused) and
+ * Range ops sorted by VALUE over protected keys (refused). Runs before any value is encrypted. */
+static int txn_check(transform_ctx *ctx, const Etcdserverpb__TxnRequest *t, int depth,
+                     bool *emulate, es_error *err)
+{
+    if (!t || !ctx->policy)
+        return 0;
+    char shown[INTERCEPT_KEY_SHOWN_MAX], shown_end[INTERCEPT_KEY_SHOWN_MAX];
+    for (size_t i = 0; i < t->n_compare; i++) {
+        const Etcdserverpb__Compare *c = t->compare[i];
+        if (c->target != ETCDSERVERPB__COMPARE__COMPARE_TARGET__VALUE ||
+            !intercept_range_protected(ctx->policy, c->key.data, c->key.len, c->range_end.data,
+                                       c->range_end.len))
+            continue;
+        intercept_format_key(shown, sizeof shown, c->key.data, c->key.len);
+        if (c->range_end.len) {
+            intercept_format_key(shown_end, sizeof shown_end, c->range_end.data, c->range_end.len);
+            return es_error_set(err, GRPC_FAILED_PRECONDITION,
+                                "etcdseal: Txn compare on VALUE with range_end over encrypted "
+                                "keys cannot be evaluated; compare each key on its own (key "
+                                "\"%s\", range_end \"%s\")",
+                                shown, shown_end);
+        }
+        if (depth > 1)
+            return es_error_set(err, GRPC_FAILED_PRECONDITION,
+                                "etcdseal: Txn compare on VALUE of encrypted key \"%s\" inside a "
+                                "nested Txn cannot be evaluated; move the compare to the "
+                                "outermost Txn",
+                                shown);
+        *emulate = true;
+    }
+    for (int branch = 0; branch < 2; branch++) {
+        Etcdserverpb__RequestOp **ops = branch ? t->failure : t->success;
+        size_t n = branch ? t->n_failure : t->n_success;
+        for (size_t i = 0; i < n; i++) {
+            const Etcdserverpb__RequestOp *op = ops[i];
+            bool descend;
+            if (op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_RANGE &&
+                op->request_range &&
+                range_sort_plan(ctx->policy, op->request_range, true, &descend, err) != 0)
+                return -1;
+            if (op->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN &&
+                txn_check(ctx, op->request_txn, depth + 1, emulate, err) != 0)
+                return -1;
+        }
+    }
+    return 0;
+}
+
 static int walk_txn_request(transform_ctx *ctx, Etcdserverpb__TxnRequest *t, int depth,
                             unsigned *changed, es_error *err);
 
@@ -215,7 +277,35 @@ static int walk_range_response_msg(transform_ctx *ctx, ProtobufCMessage *m, unsi
                                    es_error *err)
 {
     Etcdserverpb__RangeResponse *r = (Etcdserverpb__RangeResponse *)m;
-    return walk_kvs(ctx, INTERCEPT_SITE_KV, r->kvs, r->n_kvs, changed, err);
+    if (walk_kvs(ctx, INTERCEPT_SITE_KV, r->kvs, r->n_kvs, changed, err) != 0)
+        return -1;
+    const range_sort_state *st = ctx->stream_state ? *ctx->stream_state : NULL;
+    if (!st)
+        return 0;
+    int rc = range_sort_kvs(r->kvs, r->n_kvs, st->descend);
+    if (rc < 0)
+        return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "Range: out of memory sorting by value");
+    *changed += (unsigned)rc;
+    return 0;
+}
+
+/* Forwards the request unchanged; records in stream_state when the response must be sorted. */
+static int walk_range_request_msg(transform_ctx *ctx, ProtobufCMessage *m, unsigned *changed,
+                                  es_error *err)
+{
+    (void)changed;
+    bool descend = false;
+    int plan = range_sort_plan(ctx->policy, (Etcdserverpb__RangeRequest *)m, false, &descend, err);
+    if (plan <= 0)
+        return plan;
+    if (!ctx->stream_state)
+        return es_error_set(err, GRPC_INTERNAL, "Range: no stream state for sorting by value");
+    range_sort_state *st = *ctx->stream_state;
+    if (!st && !(st = malloc(sizeof(*st))))
+        return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "Range: out of memory");
+    st->descend = descend;
+    *ctx->stream_state = st;
+    return 0;
 }
 
 static int walk_put_request_msg(transform_ctx *ctx, ProtobufCMessage *m, unsigned *changed,
@@ -241,7 +331,13 @@ static int walk_delete_range_response_msg(transform_ctx *ctx, ProtobufCMessage *
 static int walk_txn_request_msg(transform_ctx *ctx, ProtobufCMessage *m, unsigned *changed,
                                 es_error *err)
 {
-    return walk_txn_request(ctx, (Etcdserverpb__TxnRequest *)m, 1, changed, err);
+    Etcdserverpb__TxnRequest *t = (Etcdserverpb__TxnRequest *)m;
+    bool emulate = false;
+    if (txn_check(ctx, t, 1, &emulate, err) != 0)
+        return -1;
+    if (emulate)
+        return es_error_set(err, TXN_NEEDS_EMULATION, "Txn compares on VALUE of encrypted keys");
+    return walk_txn_request(ctx, t, 1, changed, err);
 }
 
 static int walk_txn_response_msg(transform_ctx *ctx, ProtobufCMessage *m, unsigned *changed,
@@ -252,12 +348,20 @@ static int walk_txn_response_msg(transform_ctx *ctx, ProtobufCMessage *m, unsign
 
 /* ---------------------------------------------------------------- transformers */
 
+static intercept_stat stat_range_req = INTERCEPT_STAT("Range", TRANSFORM_REQUEST);
 static intercept_stat stat_range_resp = INTERCEPT_STAT("Range", TRANSFORM_RESPONSE);
 static intercept_stat stat_put_req = INTERCEPT_STAT("Put", TRANSFORM_REQUEST);
 static intercept_stat stat_put_resp = INTERCEPT_STAT("Put", TRANSFORM_RESPONSE);
 static intercept_stat stat_delete_resp = INTERCEPT_STAT("DeleteRange", TRANSFORM_RESPONSE);
 static intercept_stat stat_txn_req = INTERCEPT_STAT("Txn", TRANSFORM_REQUEST);
 static intercept_stat stat_txn_resp = INTERCEPT_STAT("Txn", TRANSFORM_RESPONSE);
+
+int intercept_kv_range_request(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
+                               es_error *err)
+{
+    return intercept_run(ctx, &stat_range_req, &etcdserverpb__range_request__descriptor, NULL,
+                         walk_range_request_msg, msg, len, out, err);
+}
 
 int intercept_kv_range_response(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
                                 es_error *err)
@@ -290,8 +394,15 @@ int intercept_kv_delete_range_response(transform_ctx *ctx, const uint8_t *msg, s
 int intercept_kv_txn_request(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
                              es_error *err)
 {
-    return intercept_run(ctx, &stat_txn_req, &etcdserverpb__txn_request__descriptor,
-                         check_txn_depth, walk_txn_request_msg, msg, len, out, err);
+    es_error local = {0};
+    if (!err)
+        err = &local;
+    int rc = intercept_run(ctx, &stat_txn_req, &etcdserverpb__txn_request__descriptor,
+                           check_txn_depth, walk_txn_request_msg, msg, len, out, err);
+    if (rc == 0 || err->code != TXN_NEEDS_EMULATION)
+        return rc;
+    es_error_clear(err);
+    return txn_compare_start(ctx, msg, len, err);
 }
 
 int intercept_kv_txn_response(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,

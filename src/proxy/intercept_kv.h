@@ -1,18 +1,22 @@
 /* intercept_kv.h - transformers for etcdserverpb.KV messages that carry user values.
  *
- * Requests: PutRequest.value and, in TxnRequest, every Compare.value (target VALUE) and every
- * PutRequest in success/failure at any nesting depth. Responses: RangeResponse.kvs,
- * PutResponse.prev_kv, DeleteRangeResponse.prev_kvs and TxnResponse.responses at any depth.
- * Each value goes through intercept_value() (intercept_values.h). Range and DeleteRange
- * requests and Compact carry no values and are not transformed (NULL in the method table).
- * Txn nesting deeper than INTERCEPT_MAX_TXN_DEPTH is refused before decoding.
- * All functions are transform_fn (proxy/transform.h); thread rules as there.
+ * Requests: PutRequest.value and every Put in Txn success/failure at any depth (encrypted by the
+ * value hook, intercept_values.h). Txn VALUE compares on protected keys: outermost level without
+ * range_end -> the whole call goes to txn_compare_start (TRANSFORM_PENDING); with range_end, or
+ * in a nested Txn -> FAILED_PRECONDITION; on other keys they pass unchanged. Range requests pass
+ * unchanged but plan the proxy-side sort by VALUE (intercept_range_sort.h).
+ * Responses: RangeResponse.kvs, PutResponse.prev_kv, DeleteRangeResponse.prev_kvs and
+ * TxnResponse.responses at any depth (decrypted). DeleteRange requests and Compact carry no
+ * values (NULL in the method table). Txn nesting deeper than INTERCEPT_MAX_TXN_DEPTH is refused
+ * before decoding. All functions are transform_fn (proxy/transform.h); thread rules as there.
  */
 #ifndef ETCDSEAL_PROXY_INTERCEPT_KV_H
 #define ETCDSEAL_PROXY_INTERCEPT_KV_H
 
 #include "proxy/transform.h"
 
+int intercept_kv_range_request(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
+                               es_error *err);
 int intercept_kv_range_response(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
                                 es_error *err);
 int intercept_kv_put_request(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,

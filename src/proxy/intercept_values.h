@@ -1,16 +1,17 @@
 /* intercept_values.h - what every value-carrying interceptor shares: the ONE per-value hook, the
  * per-thread decode arena, and the decode -> walk -> re-encode driver.
  *
- * Every user value an interceptor finds (PutRequest.value, Compare.value, KeyValue.value in any
- * response, Election values) goes through intercept_value(); today it leaves values unchanged,
- * the encryption issue plugs policy + crypto in there. The hook returns 0 (unchanged), 1 (it set
- * *value to new bytes allocated with intercept_alloc) or -1 (err filled; gRPC status code).
- * Decoding uses a per-thread bump arena (no malloc per message in steady state; wiped and reset
- * after every message, so decoded plaintext does not linger). If no hook changed a value, the
- * driver forwards the original bytes unchanged; otherwise it re-encodes (unknown fields kept).
+ * The production hook maps each value's key to its chain (ctx->policy; NULL = encrypt nothing):
+ * request sites (Put, Campaign, Proclaim) encrypt with the chain's first provider, AAD = the key
+ * etcd stores the value under; response sites decrypt with the kv's own key. Keys no rule covers
+ * pass unchanged, but reading "k8s:enc:" data under one fails (kube's identity check). EMPTY
+ * stored values are never transformed: keys_only answers, DELETE events and server-side writes
+ * (v3lock keys) are empty and read as empty under protected prefixes too (nothing to protect).
+ * Failures: grpc-status 13 naming the key (intercept_format_key) and the reason, never the value.
+ * Counted in apiserver_storage_transformation_{operations_total,duration_seconds} (kube's names
+ * and labels) and etcdseal_stale_reads_total. Decoding uses a per-thread bump arena wiped after
+ * every message; unchanged messages are forwarded as they came, changed ones re-encoded.
  * intercept_set_value_hook is for tests/fuzzing only: call before any worker thread runs.
- * Workers may call intercept_thread_release() before exiting (a thread-exit destructor does
- * it otherwise).
  */
 #ifndef ETCDSEAL_PROXY_INTERCEPT_VALUES_H
 #define ETCDSEAL_PROXY_INTERCEPT_VALUES_H
@@ -47,6 +48,19 @@ const char *intercept_site_name(enum intercept_site site);
 typedef int (*intercept_value_hook_fn)(transform_ctx *ctx, enum intercept_site site,
                                        const ProtobufCBinaryData *key, ProtobufCBinaryData *value,
                                        es_error *err);
+
+/* Longest escaped key (with NUL) that error messages show; longer keys end in "...". */
+#define INTERCEPT_KEY_SHOWN_MAX 200
+
+/* Writes `key` for a message: printable ASCII as is, '"' and '\\' backslash-escaped, other bytes
+ * as \xNN; truncated with "..." to fit `cap` (NUL included). Returns the length written. */
+size_t intercept_format_key(char *out, size_t cap, const uint8_t *key, size_t len);
+
+/* 1 when [key, range_end) may contain a key some rule protects (range_end empty: just `key`;
+ * "\0": every key >= key), 0 when it provably contains none or policy is NULL. Conservative:
+ * every key under the storage prefix counts as protected when any resource rule exists. */
+int intercept_range_protected(const struct policy_encryption *policy, const uint8_t *key,
+                              size_t key_len, const uint8_t *range_end, size_t range_end_len);
 
 /* Tests/fuzzing only: replaces the production hook (NULL restores it). */
 void intercept_set_value_hook(intercept_value_hook_fn fn);

@@ -11,6 +11,7 @@
 #include "proxy/intercept_cluster.h"
 #include "proxy/intercept_election.h"
 #include "proxy/intercept_kv.h"
+#include "proxy/intercept_range_sort.h"
 #include "proxy/intercept_watch.h"
 
 #define M(i, svc, meth, cs, ss, req, resp)                                                         \
@@ -46,7 +47,8 @@ static const method_desc methods[] = {
     M(23, "etcdserverpb.KV", "DeleteRange", false, false, NULL, intercept_kv_delete_range_response),
     M(24, "etcdserverpb.KV", "Put", false, false, intercept_kv_put_request,
       intercept_kv_put_response),
-    M(25, "etcdserverpb.KV", "Range", false, false, NULL, intercept_kv_range_response),
+    {"/etcdserverpb.KV/Range", "etcdserverpb.KV", "Range", false, false, intercept_kv_range_request,
+     intercept_kv_range_response, range_sort_state_free, 25},
     M(26, "etcdserverpb.KV", "Txn", false, false, intercept_kv_txn_request,
       intercept_kv_txn_response),
     M(27, "etcdserverpb.Lease", "LeaseGrant", false, false, NULL, NULL),
