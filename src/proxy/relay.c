@@ -135,7 +135,7 @@ relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
 
 static void relay_maybe_free(relay_stream *rs)
 {
-    if (rs->ds || rs->us || rs->pending || rs->async.active)
+    if (rs->ds || rs->us || rs->pending || rs->async.active || rs->wake_queued)
         return;
     if (rs->xform_state && rs->method && rs->method->free_state)
         rs->method->free_state(rs->xform_state);
@@ -150,6 +150,9 @@ static void relay_maybe_free(relay_stream *rs)
         grpc_reasm_free(&rs->resp_reasm);
     buf_free(&rs->sent_log);
     buf_wipe_free(&rs->internal_msg);
+    for (int d = 0; d < 2; d++)
+        if (rs->parked_in[d])
+            evbuffer_free(rs->parked_in[d]);
     free(rs->path_override);
     free(rs->status_msg);
     free(rs);
@@ -249,6 +252,8 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
         .n_advertise_urls = rt->n_advertise_urls,
         .stream_state = &rs->xform_state,
         .worker_id = w->id,
+        .ready_fn = worker_wake_stream,
+        .ready_arg = rs,
     };
     if (dir == TRANSFORM_REQUEST && !rs->method->client_streaming && !rs->async.active) {
         rs->async.rs = rs;
@@ -267,6 +272,17 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
         return 1; /* the transformer answers the call later */
     if (ctx.async)
         rs->async.active = false;
+    if (rc != 0 && err.code == TRANSFORM_WOULD_BLOCK) {
+        if (++rs->park_count > 16) {
+            relay_finish_local(rs, GRPC_UNAVAILABLE,
+                               "etcdseal: KMS result still not available for %s",
+                               rs->method->path);
+            return -1;
+        }
+        rs->parked[dir] = true; /* the transformer armed the wake-up */
+        rs->wake_queued = true;
+        return 2;
+    }
     if (rc != 0) {
         int code = err.code > 0 && err.code < GRPC_STATUS_COUNT ? err.code : GRPC_INTERNAL;
         relay_finish_local(rs, code, "%s", err.msg[0] ? err.msg : "etcdseal: transform failed");
@@ -298,7 +314,17 @@ static void feed_messages(relay_stream *rs, grpc_reasm *r, transform_fn fn, enum
         if (res == GRPC_REASM_MESSAGE) {
             size_t mlen;
             const uint8_t *m = grpc_reasm_message(r, &mlen);
-            if (run_transform(rs, fn, dir, m, mlen, dst) != 0)
+            int rc = run_transform(rs, fn, dir, m, mlen, dst);
+            if (rc == 2) { /* parked: keep what follows until the re-run */
+                if (len > 0) {
+                    if (!rs->parked_in[dir])
+                        rs->parked_in[dir] = evbuffer_new();
+                    if (!rs->parked_in[dir] || evbuffer_add(rs->parked_in[dir], data, len) != 0)
+                        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+                }
+                return;
+            }
+            if (rc != 0)
                 return; /* failed, or went asynchronous */
             continue;
         }
@@ -408,6 +434,14 @@ void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len)
         release_client_window(rs); /* dropped: the call is over (or taken over) */
         return;
     }
+    if (rs->parked[TRANSFORM_REQUEST]) {
+        if (evbuffer_add(rs->parked_in[TRANSFORM_REQUEST] ? rs->parked_in[TRANSFORM_REQUEST]
+                                                          : (rs->parked_in[TRANSFORM_REQUEST] =
+                                                                 evbuffer_new()),
+                         data, len) != 0)
+            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return; /* window released when the parked bytes are processed */
+    }
     if (rs->req_reasm_on)
         feed_messages(rs, &rs->req_reasm, rs->method->request_transform, TRANSFORM_REQUEST, data,
                       len, rs->to_up);
@@ -420,6 +454,8 @@ void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len)
 void relay_on_client_eof(relay_stream *rs)
 {
     rs->client_eof = true;
+    if (rs->parked[TRANSFORM_REQUEST])
+        return; /* handled when the parked message has been re-run */
     if (rs->req_reasm_on && !rs->local_done && !grpc_reasm_idle(&rs->req_reasm)) {
         relay_finish_local(rs, GRPC_INTERNAL, "etcdseal: request ended inside a gRPC message");
         return;
@@ -645,6 +681,14 @@ void relay_on_upstream_data(relay_stream *rs, const uint8_t *data, size_t len)
         release_upstream_window(rs);
         return;
     }
+    if (rs->parked[TRANSFORM_RESPONSE]) {
+        if (evbuffer_add(rs->parked_in[TRANSFORM_RESPONSE] ? rs->parked_in[TRANSFORM_RESPONSE]
+                                                           : (rs->parked_in[TRANSFORM_RESPONSE] =
+                                                                  evbuffer_new()),
+                         data, len) != 0)
+            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return;
+    }
     if (rs->resp_reasm_on)
         feed_messages(rs, &rs->resp_reasm, rs->method->response_transform, TRANSFORM_RESPONSE,
                       data, len, rs->to_down);
@@ -662,6 +706,10 @@ void relay_on_upstream_eof(relay_stream *rs)
     }
     if (rs->local_done)
         return;
+    if (rs->parked[TRANSFORM_RESPONSE]) {
+        rs->upstream_eof_parked = true; /* delivered after the parked message */
+        return;
+    }
     if (rs->resp_reasm_on && !grpc_reasm_idle(&rs->resp_reasm)) {
         relay_finish_local(rs, GRPC_INTERNAL, "etcdseal: upstream response ended inside a message");
         return;
@@ -852,4 +900,71 @@ int transform_async_cancelled(const transform_async *a)
 const transform_ctx *transform_async_ctx(const transform_async *a)
 {
     return &a->ctx;
+}
+
+/* ------------------------------------------------------------------ KMS waits */
+static void resume_direction(relay_stream *rs, enum transform_dir dir)
+{
+    grpc_reasm *r = dir == TRANSFORM_REQUEST ? &rs->req_reasm : &rs->resp_reasm;
+    transform_fn fn =
+        dir == TRANSFORM_REQUEST ? rs->method->request_transform : rs->method->response_transform;
+    struct evbuffer *dst = dir == TRANSFORM_REQUEST ? rs->to_up : rs->to_down;
+    rs->parked[dir] = false;
+    size_t mlen;
+    const uint8_t *m = grpc_reasm_message(r, &mlen);
+    int rc = run_transform(rs, fn, dir, m, mlen, dst);
+    if (rc == 2)
+        return; /* parked again; a new wake-up is armed */
+    if (rc != 0)
+        return;
+    /* what arrived meanwhile */
+    struct evbuffer *held = rs->parked_in[dir];
+    while (held && evbuffer_get_length(held) > 0 && !rs->parked[dir] && !rs->local_done) {
+        size_t n = evbuffer_get_length(held);
+        const uint8_t *bytes = evbuffer_pullup(held, (ssize_t)n);
+        /* feed_messages may park again and re-queue the tail into parked_in[dir] (= held):
+         * take the bytes out first */
+        uint8_t *copy = malloc(n);
+        if (!copy) {
+            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+            return;
+        }
+        memcpy(copy, bytes, n);
+        evbuffer_drain(held, n);
+        feed_messages(rs, r, fn, dir, copy, n, dst);
+        free(copy);
+    }
+    if (rs->parked[dir])
+        return;
+    if (dir == TRANSFORM_REQUEST) {
+        release_client_window(rs);
+        if (rs->client_eof)
+            relay_on_client_eof(rs);
+        else
+            resume_upstream_send(rs);
+    } else {
+        release_upstream_window(rs);
+        if (rs->upstream_eof_parked) {
+            rs->upstream_eof_parked = false;
+            relay_on_upstream_eof(rs);
+        } else {
+            resume_downstream_send(rs);
+        }
+    }
+}
+
+void relay_resume_parked(relay_stream *rs)
+{
+    rs->wake_queued = false;
+    bool alive = rs->ds && !rs->local_done && !rs->resp_done;
+    for (int d = 0; d < 2; d++) {
+        if (!rs->parked[d])
+            continue;
+        if (!alive) {
+            rs->parked[d] = false;
+            continue;
+        }
+        resume_direction(rs, (enum transform_dir)d);
+    }
+    relay_maybe_free(rs);
 }

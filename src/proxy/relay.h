@@ -143,7 +143,19 @@ typedef struct relay_stream {
     struct relay_stream *internal_parent;
     bool internal_done;
     buf_t internal_msg;
+    /* a direction whose current message waits for a KMS result (TRANSFORM_WOULD_BLOCK):
+     * input arriving meanwhile waits in parked_in[dir] */
+    bool parked[2];
+    bool wake_queued;
+    bool upstream_eof_parked;
+    int park_count;
+    struct evbuffer *parked_in[2];
 } relay_stream;
+
+/* Queues a parked stream for re-run on its worker (thread-safe; worker.c). */
+void worker_wake_stream(void *rs);
+/* Called on the worker thread for each woken stream. */
+void relay_resume_parked(relay_stream *rs);
 
 /* ------------------------------------------------------------------ h2conn.c */
 void h2conn_list_add(rs_list *l, relay_stream *rs, rs_link *link);

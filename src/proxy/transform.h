@@ -31,7 +31,15 @@ typedef struct transform_ctx {
     void **stream_state;               /* per-stream slot, see above */
     unsigned worker_id;
     struct transform_async *async; /* non-NULL where a transformer may go asynchronous */
+    /* A transformer that must wait for a KMS result arms the wait itself (crypto_chain_await
+     * with ready_fn/ready_arg as the callback) and returns -1 with err->code =
+     * TRANSFORM_WOULD_BLOCK; the relay parks the stream's direction and calls the transformer
+     * again with the same message once ready_fn has run (any thread). NULL: not available. */
+    void (*ready_fn)(void *arg);
+    void *ready_arg;
 } transform_ctx;
+
+#define TRANSFORM_WOULD_BLOCK 1000 /* es_error.code, see ready_fn */
 
 /* ---- asynchronous completion (implemented by the relay) ----
  * A transform_async handle stays valid until exactly one of forward/respond/fail is called; if

@@ -66,6 +66,54 @@ void worker_record_call(worker *w, unsigned method_index, int status, uint64_t s
     metrics_histogram_observe(mm->latency, (double)(worker_now_ns() - start_ns) / 1e9);
 }
 
+/* ------------------------------------------------------------------ KMS wake-ups */
+void worker_wake_stream(void *arg)
+{
+    relay_stream *rs = arg;
+    worker *w = rs->w;
+    pthread_mutex_lock(&w->wake_mu);
+    if (w->wake_n == w->wake_cap) {
+        size_t cap = w->wake_cap ? w->wake_cap * 2 : 64;
+        void **q = realloc(w->wake_q, cap * sizeof *q);
+        if (!q) {
+            pthread_mutex_unlock(&w->wake_mu);
+            log_error("cannot queue a KMS wake-up: out of memory");
+            return;
+        }
+        w->wake_q = q;
+        w->wake_cap = cap;
+    }
+    w->wake_q[w->wake_n++] = rs;
+    pthread_mutex_unlock(&w->wake_mu);
+    uint64_t one = 1;
+    if (write(w->wake_fd, &one, sizeof one) < 0)
+        log_warn("cannot signal worker wake-up|id=%u", w->id);
+}
+
+static void wake_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    worker *w = arg;
+    uint64_t v;
+    if (read(fd, &v, sizeof v) < 0)
+        return;
+    for (;;) {
+        pthread_mutex_lock(&w->wake_mu);
+        size_t n = w->wake_n;
+        void *batch[64];
+        if (n > 64)
+            n = 64;
+        memcpy(batch, w->wake_q, n * sizeof *batch);
+        memmove(w->wake_q, w->wake_q + n, (w->wake_n - n) * sizeof *batch);
+        w->wake_n -= n;
+        pthread_mutex_unlock(&w->wake_mu);
+        if (n == 0)
+            break;
+        for (size_t i = 0; i < n; i++)
+            relay_resume_parked(batch[i]);
+    }
+}
+
 /* ------------------------------------------------------------------ accept */
 static void accept_cb(struct evconnlistener *l, evutil_socket_t fd, struct sockaddr *sa,
                       int socklen, void *arg)
@@ -202,7 +250,9 @@ proxy *proxy_start(const proxy_runtime *rt, es_error *err)
         event_config_free(cfg);
         w->mm = calloc(method_count(), sizeof *w->mm);
         w->notify_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
-        if (!w->base || !w->mm || w->notify_fd < 0) {
+        w->wake_fd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+        pthread_mutex_init(&w->wake_mu, NULL);
+        if (!w->base || !w->mm || w->notify_fd < 0 || w->wake_fd < 0) {
             es_error_set(err, 0, "cannot create worker %d", i);
             goto fail;
         }
@@ -211,6 +261,11 @@ proxy *proxy_start(const proxy_runtime *rt, es_error *err)
             goto fail;
         w->notify_ev = event_new(w->base, w->notify_fd, EV_READ | EV_PERSIST, notify_cb, w);
         w->shutdown_timer = evtimer_new(w->base, shutdown_tick, w);
+        w->wake_ev = event_new(w->base, w->wake_fd, EV_READ | EV_PERSIST, wake_cb, w);
+        if (!w->wake_ev || event_add(w->wake_ev, NULL) != 0) {
+            es_error_set(err, 0, "cannot create worker %d wake-up event", i);
+            goto fail;
+        }
         char labels[32];
         snprintf(labels, sizeof labels, "worker=\"%d\"", i);
         w->open_streams =
@@ -297,6 +352,12 @@ void proxy_free(proxy *p)
             event_free(w->shutdown_timer);
         if (w->notify_fd > 0)
             close(w->notify_fd);
+        if (w->wake_ev)
+            event_free(w->wake_ev);
+        if (w->wake_fd > 0)
+            close(w->wake_fd);
+        pthread_mutex_destroy(&w->wake_mu);
+        free(w->wake_q);
         if (w->base)
             event_base_free(w->base);
         buf_wipe_free(&w->scratch);

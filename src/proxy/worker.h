@@ -70,6 +70,12 @@ typedef struct worker {
     struct method_metrics *mm; /* per method index, series looked up lazily */
     metrics_gauge *open_streams;
     buf_t scratch; /* transformer output, reused per message */
+    /* streams woken by KMS results (other threads push, the worker drains) */
+    pthread_mutex_t wake_mu;
+    void **wake_q;
+    size_t wake_n, wake_cap;
+    int wake_fd;
+    struct event *wake_ev;
     _Atomic int upstream_ready;
 } worker;
 

@@ -134,8 +134,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     intercept_set_value_hook(hook == 1 ? rewrite_hook : hook == 2 ? fail_hook : NULL);
     static const char *const urls[] = {"https://proxy:2379"};
     void *state = NULL;
-    transform_ctx ctx = {
-        targets[t].dir, targets[t].method, NULL, urls, hook == 1 ? 1 : 0, &state, 0, NULL};
+    transform_ctx ctx = {.dir = targets[t].dir,
+                         .method = targets[t].method,
+                         .advertise_urls = urls,
+                         .n_advertise_urls = hook == 1 ? 1 : 0,
+                         .stream_state = &state};
     buf_t out = BUF_INIT;
     es_error err = {0};
     int rc = targets[t].fn(&ctx, msg, len, &out, &err);

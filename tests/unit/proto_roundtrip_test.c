@@ -122,7 +122,7 @@ static void check_survives(const char *what, transform_fn fn, enum transform_dir
                            const char *const *urls, size_t n_urls)
 {
     void *state = NULL;
-    transform_ctx ctx = {dir, what, NULL, urls, n_urls, &state, 0, NULL};
+    transform_ctx ctx = {.dir = dir, .method = what, .advertise_urls = urls, .n_advertise_urls = n_urls, .stream_state = &state};
     buf_t out = BUF_INIT;
     es_error err = {0};
     CHECK_EQ_INT(count_unk(in), blocks);

@@ -294,7 +294,7 @@ static void oracle_walk(ProtobufCMessage *m, const ProtobufCMessage *parent, con
 static transform_ctx make_ctx(enum transform_dir dir, const char *method)
 {
     static void *state;
-    transform_ctx c = {dir, method, NULL, NULL, 0, &state, 0, NULL};
+    transform_ctx c = {.dir = dir, .method = method, .stream_state = &state};
     return c;
 }
 
