@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034
 # lib.sh - shared harness for the integration tests (sourced by tests/integration/*_test.sh).
 #
 # What it gives a test:
@@ -122,8 +123,8 @@ _cleanup() {
       [ "$rc" -eq 0 ] && rc=1
     fi
   done
-  for p in "${_PORTS[@]}"; do rm -rf "$PORT_LOCKS/$p"; done
-  if [ -n "${KEEP_TMP:-}" ]; then echo "  (kept $T)"; else rm -rf "$T"; fi
+  for p in "${_PORTS[@]}"; do rm -rf "${PORT_LOCKS:?}/${p:?}"; done
+  if [ -n "${KEEP_TMP:-}" ]; then echo "  (kept $T)"; else rm -rf "${T:?}"; fi
   [ "$_FAILS" -gt 0 ] && [ "$rc" -eq 0 ] && rc=1
   exit "$rc"
 }
@@ -149,7 +150,7 @@ free_port() {
     p=$((20000 + (RANDOM * 32768 + RANDOM) % 12700))
     if ! mkdir "$PORT_LOCKS/$p" 2>/dev/null; then
       owner=$(cat "$PORT_LOCKS/$p/pid" 2>/dev/null)
-      if [ -n "$owner" ] && ! alive "$owner"; then rm -rf "$PORT_LOCKS/$p"; fi
+      if [ -n "$owner" ] && ! alive "$owner"; then rm -rf "${PORT_LOCKS:?}/${p:?}"; fi
       continue
     fi
     echo $$ >"$PORT_LOCKS/$p/pid"
@@ -157,7 +158,7 @@ free_port() {
       echo "$p"
       return 0
     fi
-    rm -rf "$PORT_LOCKS/$p"
+    rm -rf "${PORT_LOCKS:?}/${p:?}"
   done
   return 1
 }

@@ -15,7 +15,6 @@ start_etcd e0
 DIRECT=$ETCD_EP_e0
 setup_via "$DIRECT" --shutdown-timeout ${SHUTDOWN_S}s
 PROXY_A=${PROXY_PID:-}
-ADMIN_A=$ADMIN
 note "direct=$DIRECT via=$VIA admin=${ADMIN:-none}"
 
 # ---------------------------------------------------------------- idle watch (in the background)
