@@ -3,6 +3,7 @@
  * relay_* calls. HTTP messaging checks are off (nghttp2_option_set_no_http_messaging): etcd's Go
  * client sends endpoint strings such as "unix://host:1234" as :authority, which etcd accepts; the
  * relay checks what gRPC needs itself (relay_on_request_headers). */
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -87,19 +88,25 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     return 0;
 }
 
+/* Read-only after the first call; shared by every worker (process-wide, set up once). */
+static nghttp2_session_callbacks *server_callbacks_shared;
+static void server_callbacks_init(void)
+{
+    if (nghttp2_session_callbacks_new(&server_callbacks_shared) != 0)
+        return;
+    nghttp2_session_callbacks *cbs = server_callbacks_shared;
+    nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
+    nghttp2_session_callbacks_set_on_header_callback2(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+}
+
 static nghttp2_session_callbacks *server_callbacks(void)
 {
-    static _Thread_local nghttp2_session_callbacks *cbs;
-    if (!cbs) {
-        if (nghttp2_session_callbacks_new(&cbs) != 0)
-            return NULL;
-        nghttp2_session_callbacks_set_on_begin_headers_callback(cbs, on_begin_headers);
-        nghttp2_session_callbacks_set_on_header_callback2(cbs, on_header);
-        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    }
-    return cbs;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, server_callbacks_init);
+    return server_callbacks_shared;
 }
 
 static void event_cb(struct bufferevent *bev, short events, void *arg)
@@ -157,8 +164,7 @@ int downstream_accept(worker *w, int fd, const char *peer)
         {NGHTTP2_SETTINGS_MAX_HEADER_LIST_SIZE, 1u << 20},
     };
     if (nghttp2_submit_settings(c->session, NGHTTP2_FLAG_NONE, iv, sizeof iv / sizeof iv[0]) ||
-        nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0,
-                                              RELAY_CONN_WINDOW))
+        nghttp2_session_set_local_window_size(c->session, NGHTTP2_FLAG_NONE, 0, RELAY_CONN_WINDOW))
         goto fail;
     bufferevent_setcb(bev, h2conn_read_cb, h2conn_write_cb, event_cb, c);
     if (bufferevent_enable(bev, EV_READ | EV_WRITE) != 0)
@@ -212,8 +218,8 @@ void downstream_shutdown_all(worker *w)
         /* a GOAWAY with the last stream id seen: clients reconnect elsewhere, in-flight calls
          * finish */
         nghttp2_submit_goaway(c->session, NGHTTP2_FLAG_NONE,
-                              nghttp2_session_get_last_proc_stream_id(c->session),
-                              NGHTTP2_NO_ERROR, (const uint8_t *)"etcdseal shutting down", 22);
+                              nghttp2_session_get_last_proc_stream_id(c->session), NGHTTP2_NO_ERROR,
+                              (const uint8_t *)"etcdseal shutting down", 22);
         c->shutdown_notice_sent = true;
         h2conn_schedule_flush(c);
     }

@@ -10,6 +10,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -27,9 +28,9 @@
 
 typedef struct upstream_pool {
     worker *w;
-    h2conn *active;      /* carries new calls; NULL while none */
-    h2conn *conns;       /* every live connection, incl. draining ones */
-    rs_list pending;     /* calls waiting for a connection */
+    h2conn *active;  /* carries new calls; NULL while none */
+    h2conn *conns;   /* every live connection, incl. draining ones */
+    rs_list pending; /* calls waiting for a connection */
     size_t next_endpoint;
     size_t failures_in_row;
     uint64_t backoff_ms;
@@ -159,8 +160,8 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
     case NGHTTP2_GOAWAY: {
         upstream_pool *p = c->pool;
         log_warn("upstream sent GOAWAY|endpoint=%s last_stream=%d error=%u",
-                 c->w->rt->endpoints[c->endpoint_index].authority,
-                 frame->goaway.last_stream_id, frame->goaway.error_code);
+                 c->w->rt->endpoints[c->endpoint_index].authority, frame->goaway.last_stream_id,
+                 frame->goaway.error_code);
         c->goaway_received = true;
         c->state = US_DRAINING;
         if (p->active == c) {
@@ -206,18 +207,24 @@ static int on_stream_close(nghttp2_session *session, int32_t stream_id, uint32_t
     return 0;
 }
 
+/* Read-only after the first call; shared by every worker (process-wide, set up once). */
+static nghttp2_session_callbacks *client_callbacks_shared;
+static void client_callbacks_init(void)
+{
+    if (nghttp2_session_callbacks_new(&client_callbacks_shared) != 0)
+        return;
+    nghttp2_session_callbacks *cbs = client_callbacks_shared;
+    nghttp2_session_callbacks_set_on_header_callback2(cbs, on_header);
+    nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
+    nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
+    nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
+}
+
 static nghttp2_session_callbacks *client_callbacks(void)
 {
-    static _Thread_local nghttp2_session_callbacks *cbs;
-    if (!cbs) {
-        if (nghttp2_session_callbacks_new(&cbs) != 0)
-            return NULL;
-        nghttp2_session_callbacks_set_on_header_callback2(cbs, on_header);
-        nghttp2_session_callbacks_set_on_frame_recv_callback(cbs, on_frame_recv);
-        nghttp2_session_callbacks_set_on_data_chunk_recv_callback(cbs, on_data_chunk);
-        nghttp2_session_callbacks_set_on_stream_close_callback(cbs, on_stream_close);
-    }
-    return cbs;
+    static pthread_once_t once = PTHREAD_ONCE_INIT;
+    pthread_once(&once, client_callbacks_init);
+    return client_callbacks_shared;
 }
 
 /* ------------------------------------------------------------------ keepalive */
@@ -300,8 +307,8 @@ static void event_cb(struct bufferevent *bev, short events, void *arg)
         }
         c->state = US_READY;
         c->last_recv_ms = worker_now_ms();
-        log_info("upstream connected|endpoint=%s worker=%u", rt->endpoints[c->endpoint_index].authority,
-                 c->w->id);
+        log_info("upstream connected|endpoint=%s worker=%u",
+                 rt->endpoints[c->endpoint_index].authority, c->w->id);
         p->failures_in_row = 0;
         p->backoff_ms = 0;
         if (p->active == c) {
@@ -314,7 +321,8 @@ static void event_cb(struct bufferevent *bev, short events, void *arg)
     }
     char why[200];
     if (events & BEV_EVENT_TIMEOUT) {
-        snprintf(why, sizeof why, "%s", c->state == US_CONNECTING ? "connect timed out" : "timeout");
+        snprintf(why, sizeof why, "%s",
+                 c->state == US_CONNECTING ? "connect timed out" : "timeout");
     } else if (events & BEV_EVENT_EOF) {
         snprintf(why, sizeof why, "connection closed by etcd");
     } else {
@@ -336,8 +344,8 @@ static h2conn *conn_open(upstream_pool *p, size_t index)
     worker *w = p->w;
     const proxy_runtime *rt = w->rt;
     const endpoint *ep = &rt->endpoints[index];
-    struct addrinfo hints = {.ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM,
-                             .ai_flags = AI_NUMERICSERV};
+    struct addrinfo hints = {
+        .ai_family = AF_UNSPEC, .ai_socktype = SOCK_STREAM, .ai_flags = AI_NUMERICSERV};
     struct addrinfo *ai = NULL;
     int rv = getaddrinfo(ep->host, ep->port, &hints, &ai);
     if (rv != 0) {
@@ -423,7 +431,8 @@ static void enter_backoff(upstream_pool *p)
     log_warn("no etcd endpoint reachable, retrying|in_ms=%llu last_error=\"%s\"",
              (unsigned long long)p->backoff_ms, p->last_error);
     fail_pending(p);
-    struct timeval tv = {(time_t)(p->backoff_ms / 1000), (suseconds_t)(p->backoff_ms % 1000) * 1000};
+    struct timeval tv = {(time_t)(p->backoff_ms / 1000),
+                         (suseconds_t)(p->backoff_ms % 1000) * 1000};
     evtimer_add(p->retry_ev, &tv);
 }
 
@@ -500,9 +509,9 @@ upstream_pool *upstream_pool_new(worker *w)
     p->failovers = metrics_counter_get(
         "etcdseal_upstream_failovers_total",
         "Ready upstream connections lost (GOAWAY, error, dead keepalive) and replaced", labels);
-    p->connect_failures = metrics_counter_get("etcdseal_upstream_connect_failures_total",
-                                              "Failed attempts to connect to an etcd endpoint",
-                                              labels);
+    p->connect_failures =
+        metrics_counter_get("etcdseal_upstream_connect_failures_total",
+                            "Failed attempts to connect to an etcd endpoint", labels);
     if (!p->retry_ev) {
         free(p);
         return NULL;
