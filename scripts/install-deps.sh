@@ -5,7 +5,7 @@ set -euo pipefail
 PKGS=(
   build-essential pkg-config clang llvm libclang-rt-14-dev
   libnghttp2-dev libevent-dev libssl-dev libsodium-dev libyaml-dev
-  libprotobuf-c-dev protobuf-c-compiler libgrpc-dev
+  libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libp11-kit-dev softhsm2 opensc
   etcd-server etcd-client openssl ca-certificates
   python3 curl procps
 )
