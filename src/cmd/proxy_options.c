@@ -71,7 +71,7 @@ static const struct opt_def options[] = {
     {"advertise-client-url", OPT_LIST, FIELD(advertise_client_urls), FIELD(n_advertise_client_urls),
      "",
      "URL that clients reach the proxy at, returned in MemberList answers; repeatable, comma "
-     "lists (empty = derived from --listen-addr)"},
+     "lists (empty = MemberList answers pass unchanged)"},
     {"metrics-addr", OPT_STRING, FIELD(metrics_addr), 0, "",
      "serve /metrics, /healthz and /readyz on this host:port or http://host:port (empty = off)"},
     {"workers", OPT_INT, FIELD(workers), 0, "0",
