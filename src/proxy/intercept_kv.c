@@ -22,7 +22,7 @@
 #define GRPC_FAILED_PRECONDITION 9
 #define GRPC_INTERNAL 13
 /* err->code of the walk that found a VALUE compare for txn_compare (never leaves this file) */
-#define TXN_NEEDS_EMULATION 1000
+#define TXN_NEEDS_EMULATION (TRANSFORM_WOULD_BLOCK + 1)
 
 /* ---------------------------------------------------------------- Txn depth scan */
 
