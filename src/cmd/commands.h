@@ -10,6 +10,7 @@ int cmd_check_config(int argc, char **argv);
 int cmd_keygen(int argc, char **argv);
 int cmd_encrypt(int argc, char **argv);
 int cmd_decrypt(int argc, char **argv);
+int cmd_kms_plugin(int argc, char **argv);
 
 #define ETCDSEAL_VERSION "0.1.0"
 

@@ -19,6 +19,7 @@ static const struct subcommand subcommands[] = {
     {"decrypt", cmd_decrypt, "decrypt one stored etcd value (stdin -> stdout)"},
     {"encrypt", cmd_encrypt, "encrypt one etcd value as the proxy would (stdin -> stdout)"},
     {"keygen", cmd_keygen, "print a new random base64 key for aesgcm/aescbc/secretbox"},
+    {"kms-plugin", cmd_kms_plugin, "run the bundled KMS v2 plugin (pkcs11 or file KEK)"},
     {"proxy", cmd_proxy, "run the transparent etcd proxy"},
     {"version", cmd_version, "print the version"},
 };
