@@ -73,7 +73,7 @@ if ! wait_until 20 sh -c "[ \$(wc -l <'$ACKS') -ge 20 ]"; then
 fi
 pass "put loop through the proxy running"
 
-round() { # round N MODE(kill|stop)
+round() { # round N MODE(kill|term|stop): SIGKILL, graceful SIGTERM (etcd sends GOAWAY), SIGSTOP
   local n=$1 mode=$2 victim t_kill gap
   victim=$(connected_member)
   if [ -z "$victim" ]; then
@@ -87,11 +87,11 @@ round() { # round N MODE(kill|stop)
   local pid
   pid=$(eval echo "\$ETCD_PID_$victim")
   t_kill=$(now_ms)
-  if [ "$mode" = kill ]; then
-    kill -KILL "$pid"
-  else
-    kill -STOP "$pid"
-  fi
+  case $mode in
+    kill) kill -KILL "$pid" ;;
+    term) kill -TERM "$pid" ;;
+    *) kill -STOP "$pid" ;;
+  esac
   if wait_until $((RESUME_MS / 1000 + 1)) acked_after "$t_kill" &&
     gap=$(first_ack_after "$t_kill") && [ "$gap" -le "$RESUME_MS" ]; then
     pass "round $n: SIG${mode^^} of $victim (the member in use): puts resumed after $gap ms"
@@ -108,7 +108,8 @@ round() { # round N MODE(kill|stop)
   else
     fail "round $n: puts keep flowing with $victim down" "no acknowledged put in 2 s"
   fi
-  if [ "$mode" = kill ]; then
+  if [ "$mode" != stop ]; then
+    wait_exit "$pid" 15 || kill -KILL "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
     if restart_member "$victim"; then
       pass "round $n: $victim restarted"
@@ -125,8 +126,9 @@ round() { # round N MODE(kill|stop)
 }
 
 round 1 kill
-round 2 kill
-round 3 stop
+round 2 term
+round 3 kill
+round 4 stop
 
 touch "$T/stop-loop"
 stop_pid $LOOP 15
