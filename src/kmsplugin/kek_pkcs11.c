@@ -495,8 +495,12 @@ static int p11_decrypt(kmsplugin_kek *k, buf_t *out, const char *key_id, const u
             return 0;
         }
         sodium_memzero(dst, ct_len);
+        /* Tokens report a bad GCM tag differently: SoftHSM2 says CKR_GENERAL_ERROR. When the
+         * session is still fine afterwards, the ciphertext (not the token) was at fault. */
+        CK_SESSION_INFO si;
         if (rv == CKR_ENCRYPTED_DATA_INVALID || rv == CKR_ENCRYPTED_DATA_LEN_RANGE ||
-            rv == CKR_FUNCTION_FAILED)
+            ((rv == CKR_FUNCTION_FAILED || rv == CKR_GENERAL_ERROR) &&
+             p->f->C_GetSessionInfo(p->s, &si) == CKR_OK))
             return es_error_set(err, GRPC_STATUS_INVALID_ARGUMENT,
                                 "ciphertext failed authentication under key_id %s (%s)", key_id,
                                 rv_name(rv));
