@@ -8,6 +8,7 @@
 #include "proxy/intercept_kv.h"
 #include "proxy/intercept_watch.h"
 #include "proxy/methods.h"
+#include "proxy/intercept_range_sort.h"
 #include "testlib.h"
 
 typedef struct expect {
@@ -19,7 +20,7 @@ typedef struct expect {
 /* Written from etcd's rpc.proto, v3election.proto, v3lock.proto and grpc's health.proto service
  * blocks, in their order (independent of the table's sorted order). */
 static const expect want[] = {
-    {"etcdserverpb.KV", "Range", 0, 0, NULL, intercept_kv_range_response},
+    {"etcdserverpb.KV", "Range", 0, 0, intercept_kv_range_request, intercept_kv_range_response},
     {"etcdserverpb.KV", "Put", 0, 0, intercept_kv_put_request, intercept_kv_put_response},
     {"etcdserverpb.KV", "DeleteRange", 0, 0, NULL, intercept_kv_delete_range_response},
     {"etcdserverpb.KV", "Txn", 0, 0, intercept_kv_txn_request, intercept_kv_txn_response},
@@ -89,7 +90,11 @@ static void test_every_method_present(void)
                   "streaming flags of %s", path);
         CHECK_MSG(m->request_transform == want[i].req, "request transform of %s", path);
         CHECK_MSG(m->response_transform == want[i].resp, "response transform of %s", path);
-        CHECK(m->free_state == NULL);
+        /* only Range carries request facts (the VALUE sort plan) to its response */
+        if (strcmp(m->path, "/etcdserverpb.KV/Range") == 0)
+            CHECK(m->free_state == range_sort_state_free);
+        else
+            CHECK(m->free_state == NULL);
         CHECK(method_at(m->index) == m);
     }
 }
