@@ -570,8 +570,7 @@ static void test_shipped_config(void)
         CHECK_EQ_STR(o.endpoints[0], "127.0.0.1:23799");
     CHECK_EQ_STR(o.metrics_addr, "127.0.0.1:23789");
     CHECK_EQ_INT(o.workers, expected_workers());
-    /* encryption stays off in the shipped config until interception is wired into the relay */
-    CHECK_EQ_STR(o.encryption_provider_config, "");
+    CHECK_EQ_STR(o.encryption_provider_config, "run/encryption-config.yaml");
     proxy_options_free(&o);
 }
 
