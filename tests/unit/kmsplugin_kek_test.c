@@ -121,7 +121,7 @@ static void test_tamper_and_unknown_key_id(void)
     CHECK(kmsplugin_kek_encrypt(k, &pt, large, 0, &err) != 0);
     CHECK(kmsplugin_kek_encrypt(k, &pt, large, KMSPLUGIN_PLAINTEXT_MAX, &err) == 0);
     CHECK(pt.len <= KMSPLUGIN_CIPHERTEXT_MAX);
-    buf_free(&pt);
+    buf_wipe_free(&pt);
     buf_free(&c);
     kmsplugin_kek_free(k);
 }
@@ -167,6 +167,7 @@ static void test_rotation(void)
     buf_free(&ca);
     buf_free(&cac);
     buf_free(&cb);
+    buf_wipe_free(&pt);
 out:
     kmsplugin_kek_free(a);
     kmsplugin_kek_free(a_custom);

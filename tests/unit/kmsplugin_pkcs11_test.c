@@ -138,6 +138,7 @@ static void test_tamper_and_unknown(void)
         CHECK_MSG(err.code == GRPC_STATUS_NOT_FOUND, "%s: %d %s", unknown[i], err.code, err.msg);
     }
     CHECK_EQ_INT(pt.len, 0);
+    buf_wipe_free(&pt);
     kmsplugin_kek_free(k);
 }
 
@@ -196,6 +197,7 @@ static void test_rotation(void)
     CHECK(kmsplugin_kek_pkcs11_new(&k, &o, &err) != 0);
     CHECK(strstr(err.msg, "--decrypt-key-label") && strstr(err.msg, "kek-404"));
     buf_free(&c2);
+    buf_wipe_free(&pt);
 }
 
 static void test_slot_and_tool_key(void)
