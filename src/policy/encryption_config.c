@@ -296,10 +296,14 @@ static int parse_resource(ctx *c, const yaml_node_t *n, const char *path, policy
     for (const char *p = t; *p; p++)
         if (*p >= 'A' && *p <= 'Z')
             return fail(c, path, n, "resource name \"%s\" should not contain capital letters", t);
-    if (strcmp(t, "*") == 0)
-        return fail(c, path, n,
-                    "resource \"*\" is not allowed: use \"*.\" for all core resources or \"*.*\" "
-                    "for all resources");
+    if (strcmp(t, "*") == 0) {
+        /* etcdseal extension: every etcd key that no literal or resource rule covers (the
+         * catch-all for non-Kubernetes data, e.g. binary keys); kube-apiserver rejects "*" */
+        r->kind = POLICY_RES_EVERY_KEY;
+        r->group = strdup("*");
+        r->resource = strdup("*");
+        return r->group && r->resource ? 0 : fail(c, path, n, "out of memory");
+    }
     const char *dot = strchr(t, '.');
     size_t rlen = dot ? (size_t)(dot - t) : strlen(t);
     r->resource = strndup(t, rlen);
@@ -357,8 +361,10 @@ static int check_entry_overlaps(ctx *c, const policy_ec_rule *rule, size_t ri,
                             ".resources[%zu])",
                             b->text, ri, i);
             bool lit_a = a->kind == POLICY_RES_LITERAL, lit_b = b->kind == POLICY_RES_LITERAL;
-            bool overlap = false;
-            if (lit_a && lit_b)
+            bool overlap = a->kind == POLICY_RES_EVERY_KEY || b->kind == POLICY_RES_EVERY_KEY;
+            if (overlap)
+                ;
+            else if (lit_a && lit_b)
                 overlap = strncmp(a->text, b->text, strlen(a->text)) == 0 ||
                           strncmp(a->text, b->text, strlen(b->text)) == 0;
             else if (!lit_a && !lit_b)
@@ -387,7 +393,11 @@ static int check_masking(ctx *c, size_t ri, yaml_node_item_t *items)
             for (size_t k = 0; k < prev->n_resources; k++) {
                 const policy_ec_resource *e = &prev->resources[k];
                 bool masked = false;
-                if ((r->kind == POLICY_RES_LITERAL) != (e->kind == POLICY_RES_LITERAL)) {
+                if (e->kind == POLICY_RES_EVERY_KEY) {
+                    masked = true; /* "*" must be the last rule */
+                } else if (r->kind == POLICY_RES_EVERY_KEY) {
+                    masked = false;
+                } else if ((r->kind == POLICY_RES_LITERAL) != (e->kind == POLICY_RES_LITERAL)) {
                     masked = false; /* literal prefixes and resources never mask each other */
                 } else if (r->kind == POLICY_RES_LITERAL) {
                     size_t el = strlen(e->text);
@@ -402,7 +412,7 @@ static int check_masking(ctx *c, size_t ri, yaml_node_item_t *items)
                     continue;
                 char path[64], wt[300];
                 snprintf(path, sizeof path, "resources[%zu].resources[%zu]", ri, j);
-                if (e->kind == POLICY_RES_LITERAL)
+                if (e->kind == POLICY_RES_LITERAL || e->kind == POLICY_RES_EVERY_KEY)
                     snprintf(wt, sizeof wt, "%s", e->text);
                 else
                     wildcard_text(wt, sizeof wt, e->group);

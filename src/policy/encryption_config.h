@@ -28,6 +28,7 @@ enum policy_res_kind {
     POLICY_RES_GROUP,     /* *.group ("" = core, written "*.") */
     POLICY_RES_ALL,       /* *.* */
     POLICY_RES_LITERAL,   /* /etcd/key/prefix (etcdseal extension) */
+    POLICY_RES_EVERY_KEY, /* "*": every etcd key no other rule covers (etcdseal extension) */
 };
 
 typedef struct policy_ec_resource {

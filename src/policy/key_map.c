@@ -60,6 +60,7 @@ struct policy_keymap {
     size_t n_segs;
     htab seg_tab, grp_exact, grp_wild;
     int all_target;
+    int every_target; /* "*": keys nothing else covers, -1 = none */
     literal *lits;
     size_t n_lits;
     char **owned; /* strings the hash tables point to */
@@ -399,10 +400,18 @@ static size_t seg_len(const uint8_t *p, size_t n)
     return slash ? (size_t)(slash - p) : n;
 }
 
+static int keymap_lookup_rules(const policy_keymap *m, const uint8_t *key, size_t key_len);
+
 int policy_keymap_lookup(const policy_keymap *m, const uint8_t *key, size_t key_len)
 {
     if (!m)
         return -1;
+    int t = keymap_lookup_rules(m, key, key_len);
+    return t >= 0 ? t : m->every_target;
+}
+
+static int keymap_lookup_rules(const policy_keymap *m, const uint8_t *key, size_t key_len)
+{
     if (m->n_lits) {
         int t = literal_lookup(m, key, key_len);
         if (t >= 0)
@@ -466,6 +475,9 @@ static int describe_resource(policy_keymap *m, rule_view_store *v, const policy_
     const char *P = m->prefix;
     size_t before = v->n_prefixes;
     switch (r->kind) {
+    case POLICY_RES_EVERY_KEY:
+        rc |= view_prefix(v, fmt("every etcd key that no other rule covers%s", note));
+        break;
     case POLICY_RES_LITERAL:
         rc |= view_prefix(v, fmt("%s%s", r->text, note));
         if (strncmp(r->text, P, m->prefix_len) == 0 ||
@@ -612,12 +624,14 @@ int policy_keymap_build(const policy_ec_doc *doc, const char *storage_prefix, po
     if (!m)
         return es_error_set(err, 1, "out of memory");
     m->all_target = -1;
+    m->every_target = -1;
     if (!(m->prefix = policy_storage_prefix_normalize(storage_prefix)))
         goto oom;
     m->prefix_len = strlen(m->prefix);
     if (build_targets(m, doc) != 0)
         goto oom;
     m->all_target = find_target(m, POLICY_RES_ALL, "*", "*");
+    m->every_target = find_target(m, POLICY_RES_EVERY_KEY, "*", "*");
     if (build_segments(m) != 0 || build_group_tables(m) != 0 || build_literals(m) != 0 ||
         build_views(m, doc) != 0)
         goto oom;

@@ -353,6 +353,40 @@ static void test_unconfigured_is_null(void)
     policy_encryption_unref(NULL);
 }
 
+/* "*" (etcdseal extension) covers every key that no literal or resource rule covers, e.g. the
+ * binary keys of etcd's benchmark; it must be the last rule. */
+static void test_every_key_rule(void)
+{
+    const char *y = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n"
+                    "resources:\n- resources: [secrets]\n"
+                    "  providers: [{secretbox: {keys: [{name: s, secret: " K32 "}]}}]\n"
+                    "- resources: [/app/]\n"
+                    "  providers: [{secretbox: {keys: [{name: a, secret: " K32 "}]}}]\n"
+                    "- resources: ['*']\n"
+                    "  providers: [{secretbox: {keys: [{name: all, secret: " K32 "}]}}]\n";
+    es_error err = {0};
+    policy_encryption *p = NULL;
+    CHECK_MSG(policy_encryption_load_buffer("e.yaml", y, strlen(y), NULL, &p, &err) == 0, "%s",
+              err.msg);
+    if (!p)
+        return;
+    check_map(p, "/registry/secrets/a/b", "s");
+    check_map(p, "/app/x", "a");
+    check_map(p, "/registry/configmaps/a/b", "all");
+    check_map(p, "\x01\x02binary", "all");
+    check_map(p, "", "all");
+    policy_encryption_unref(p);
+    const char *masked = "apiVersion: apiserver.config.k8s.io/v1\nkind: EncryptionConfiguration\n"
+                         "resources:\n- resources: ['*']\n"
+                         "  providers: [{secretbox: {keys: [{name: all, secret: " K32 "}]}}]\n"
+                         "- resources: [/app/]\n"
+                         "  providers: [{secretbox: {keys: [{name: a, secret: " K32 "}]}}]\n";
+    p = NULL;
+    CHECK(policy_encryption_load_buffer("m.yaml", masked, strlen(masked), NULL, &p, &err) != 0);
+    CHECK_MSG(strstr(err.msg, "masked by earlier rule \"*\"") != NULL, "%s", err.msg);
+    policy_encryption_unref(p);
+}
+
 static void test_kms_load_message(void)
 {
     es_error err = {0};
@@ -413,6 +447,7 @@ int main(int argc, char **argv)
     RUN(test_mapping_table);
     RUN(test_storage_prefixes);
     RUN(test_unconfigured_is_null);
+    RUN(test_every_key_rule);
     RUN(test_kms_load_message);
     RUN(test_concurrent_lookups);
     return TEST_EXIT();
