@@ -2,6 +2,7 @@
  * SoftHSM2 token this test creates in a temporary directory (SOFTHSM2_CONF points there). Keys
  * are generated in the token by the backend's own C_GenerateKey path, and one by opensc's
  * pkcs11-tool (a key without CKA_ID) when that tool is installed. SKIPs only without SoftHSM2. */
+#include <dlfcn.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -10,6 +11,7 @@
 #include <unistd.h>
 
 #include <grpc/status.h>
+#include <p11-kit-1/p11-kit/pkcs11.h>
 
 #include "kmsplugin/kek.h"
 #include "testlib.h"
@@ -291,6 +293,44 @@ static void test_refusals(void)
     CHECK(k == NULL);
 }
 
+/* The token drops every session (as after a token restart): the backend reopens and logs in
+ * again on its own, for Encrypt, Decrypt and the health check behind Status. */
+static void test_session_recovery(void)
+{
+    kmsplugin_kek *k = open_kek("kek-1", NULL, 0);
+    CHECK(k != NULL);
+    if (!k || slot_id < 0)
+        goto out;
+    /* same module handle as the backend's (dlopen is reference counted) */
+    void *dl = dlopen(module, RTLD_NOW | RTLD_NOLOAD);
+    CHECK(dl != NULL);
+    if (!dl)
+        goto out;
+    CK_C_GetFunctionList gfl;
+    *(void **)&gfl = dlsym(dl, "C_GetFunctionList");
+    CK_FUNCTION_LIST_PTR f = NULL;
+    CHECK(gfl && gfl(&f) == CKR_OK);
+    es_error err = {0, ""};
+    buf_t c = BUF_INIT, pt = BUF_INIT;
+    if (f) {
+        CHECK(f->C_CloseAllSessions((CK_SLOT_ID)slot_id) == CKR_OK);
+        CHECK(kmsplugin_kek_encrypt(k, &c, seed, sizeof seed, &err) == 0);
+        CHECK(f->C_CloseAllSessions((CK_SLOT_ID)slot_id) == CKR_OK);
+        CHECK(kmsplugin_kek_decrypt(k, &pt, id1, c.data, c.len, &err) == 0);
+        CHECK_EQ_MEM(pt.data, pt.len, seed, sizeof seed);
+        CHECK(f->C_CloseAllSessions((CK_SLOT_ID)slot_id) == CKR_OK);
+        CHECK_EQ_INT(kmsplugin_kek_health(k, &err), 0);
+        buf_wipe_free(&pt);
+        CHECK(kmsplugin_kek_decrypt(k, &pt, id1, ct1.data, ct1.len, &err) == 0);
+        CHECK_EQ_MEM(pt.data, pt.len, seed, sizeof seed);
+    }
+    buf_wipe_free(&pt);
+    buf_free(&c);
+    dlclose(dl);
+out:
+    kmsplugin_kek_free(k);
+}
+
 /* softhsm2-util --init-token in our own config; returns 0 and sets slot_id. */
 static int setup_token(void)
 {
@@ -351,6 +391,7 @@ int main(int argc, char **argv)
     RUN(test_generate_and_round_trip);
     RUN(test_tamper_and_unknown);
     RUN(test_rotation);
+    RUN(test_session_recovery);
     RUN(test_slot_and_tool_key);
     RUN(test_refusals);
     buf_free(&ct1);
