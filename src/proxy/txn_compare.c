@@ -25,6 +25,7 @@
 #include "policy/encryption.h"
 #include "proxy/grpc_wire.h"
 #include "proxy/intercept_kv.h"
+#include "proxy/intercept_values.h"
 
 #define PATH_TXN "/etcdserverpb.KV/Txn"
 
@@ -74,20 +75,6 @@ static bool is_protected_value_compare(const transform_ctx *ctx, const Etcdserve
 static bool same_key(ProtobufCBinaryData a, ProtobufCBinaryData b)
 {
     return a.len == b.len && (a.len == 0 || memcmp(a.data, b.data, a.len) == 0);
-}
-
-/* Escapes a key for messages (keys may be binary). */
-static void key_text(char *out, size_t cap, ProtobufCBinaryData k)
-{
-    size_t o = 0;
-    for (size_t i = 0; i < k.len && o + 5 < cap; i++) {
-        unsigned char ch = k.data[i];
-        if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
-            out[o++] = (char)ch;
-        else
-            o += (size_t)snprintf(out + o, cap - o, "\\x%02x", ch);
-    }
-    out[o] = '\0';
 }
 
 static void start_read(txn_job *j);
@@ -337,8 +324,8 @@ static void on_read_done(void *arg, int status, const char *status_msg, const ui
         es_error err = {0};
         if (crypto_chain_decrypt(chain, g->key.data, g->key.len, rr->kvs[0]->value.data,
                                  rr->kvs[0]->value.len, &g->value, &info, &err) != 0) {
-            char k[200];
-            key_text(k, sizeof k, g->key);
+            char k[INTERCEPT_KEY_SHOWN_MAX * 4 + 8];
+            intercept_format_key(k, sizeof k, g->key.data, g->key.len);
             char text[ES_ERROR_MSG_MAX];
             snprintf(text, sizeof text, "etcdseal: cannot decrypt value of key \"%s\": %s", k,
                      err.msg);
