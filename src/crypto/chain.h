@@ -1,6 +1,6 @@
 /* chain.h - the provider chain of one encryption rule, byte-compatible with kube-apiserver.
  *
- * A chain is an ordered list of providers (identity, aescbc, aesgcm, secretbox; kms later),
+ * A chain is an ordered list of providers (identity, aescbc, aesgcm, secretbox, kms v1/v2),
  * each keyed providers holding an ordered key list. Write: first provider, first key.
  * Read: every provider whose prefix matches, in order (wire-format.md §2.3); `stale` is set when
  * the value was read by anything but the first provider/key.
@@ -41,10 +41,13 @@ typedef struct crypto_chain crypto_chain;
  * text (several errors as Go's aggregate "[a, b]", flattened and de-duplicated), followed by
  * " (" context naming the providers/keys tried ")". */
 enum crypto_error_code {
-    CRYPTO_ERR_CONFIG = 1,   /* bad provider/key at build time */
-    CRYPTO_ERR_NO_MATCH = 2, /* no provider prefix matched ("no matching prefix found") */
-    CRYPTO_ERR_DECRYPT = 3,  /* a provider matched but could not read the value */
-    CRYPTO_ERR_INTERNAL = 4, /* out of memory, CSPRNG or cipher library failure */
+    CRYPTO_ERR_CONFIG = 1,      /* bad provider/key at build time */
+    CRYPTO_ERR_NO_MATCH = 2,    /* no provider prefix matched ("no matching prefix found") */
+    CRYPTO_ERR_DECRYPT = 3,     /* a provider matched but could not read the value */
+    CRYPTO_ERR_INTERNAL = 4,    /* out of memory, CSPRNG or cipher library failure */
+    CRYPTO_ERR_WOULD_BLOCK = 5, /* a KMS call is needed first: see crypto_chain_await */
+    CRYPTO_ERR_UNAVAILABLE =
+        6, /* KMS plugin unavailable/unhealthy: writes refused (-> UNAVAILABLE) */
 };
 
 /* What a successful read reports. `prefix` points to static text such as
@@ -77,6 +80,28 @@ int crypto_chain_encrypt(const crypto_chain *c, const uint8_t *aad, size_t aad_l
 int crypto_chain_decrypt(const crypto_chain *c, const uint8_t *aad, size_t aad_len,
                          const uint8_t *in, size_t in_len, buf_t *out, crypto_read_info *info,
                          es_error *err);
+
+/* ---- KMS providers (crypto/kms.h): non-blocking use ----
+ * With a kms provider in the chain, crypto_chain_encrypt/decrypt may fail with
+ * err->code == CRYPTO_ERR_WOULD_BLOCK (nothing appended): the DEK/seed is not known yet. The caller
+ * then calls crypto_chain_await with the same input; it starts or joins the KMS work that value
+ * needs and calls fn(arg) exactly once when that work is done (success or failure) - always later,
+ * from the KMS thread, never from inside crypto_chain_await. The caller then repeats the same
+ * encrypt/decrypt, which succeeds from cache or returns the final error (a value may need more than
+ * one round when several kms providers match). Returns 0 (fn will run) or -1 (err set: nothing to
+ * wait for, fn will not run). */
+enum crypto_await_kind { CRYPTO_AWAIT_ENCRYPT = 0, CRYPTO_AWAIT_DECRYPT = 1 };
+typedef void (*crypto_ready_fn)(void *arg);
+int crypto_chain_await(const crypto_chain *c, enum crypto_await_kind kind, const uint8_t *in,
+                       size_t in_len, crypto_ready_fn fn, void *arg, es_error *err);
+/* Blocking forms for commands and tests (never on a proxy worker): try, await, retry (bounded). */
+int crypto_chain_encrypt_blocking(const crypto_chain *c, const uint8_t *aad, size_t aad_len,
+                                  const uint8_t *in, size_t in_len, buf_t *out, es_error *err);
+int crypto_chain_decrypt_blocking(const crypto_chain *c, const uint8_t *aad, size_t aad_len,
+                                  const uint8_t *in, size_t in_len, buf_t *out,
+                                  crypto_read_info *info, es_error *err);
+/* True when the chain holds a kms provider (its calls may return CRYPTO_ERR_WOULD_BLOCK). */
+bool crypto_chain_has_kms(const crypto_chain *c);
 
 /* Metrics label of the provider that writes: "k8s:enc:aesgcm:v1:" ... or "identity"; NULL for
  * an empty chain. */
