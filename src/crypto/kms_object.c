@@ -75,7 +75,7 @@ static const char *skip_field(const uint8_t **p, const uint8_t *end, unsigned wt
                 return why;
         }
     case 4:
-        return "proto: unexpected end group";
+        return "proto: can't skip unknown wire type 4"; /* gogo's text for a stray end-group */
     default:
         return "proto: can't skip unknown wire type";
     }

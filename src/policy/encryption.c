@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "crypto/kms.h"
 #include "policy/encryption_config.h"
 
 struct policy_encryption {
@@ -16,6 +17,10 @@ struct policy_encryption {
     policy_keymap *map;
     crypto_chain **chains; /* one per keymap target */
     size_t n_chains;
+    /* one running KMS provider per configured kms entry, shared by every chain that lists it */
+    const policy_ec_provider **kms_cfg;
+    crypto_kms **kms;
+    size_t n_kms;
 };
 
 static void destroy(policy_encryption *p)
@@ -23,27 +28,72 @@ static void destroy(policy_encryption *p)
     for (size_t i = 0; i < p->n_chains; i++)
         crypto_chain_free(p->chains[i]);
     free(p->chains);
+    for (size_t i = 0; i < p->n_kms; i++)
+        crypto_kms_unref(p->kms[i]);
+    free(p->kms);
+    free(p->kms_cfg);
     policy_keymap_free(p->map);
     policy_ec_doc_free(p->doc);
     free(p);
 }
 
-/* The first kms provider any chain would need: the whole load fails on it for now. */
-static const policy_ec_provider *first_kms(const policy_ec_doc *doc)
+/* Starts one KMS provider per kms entry of the document (plugin calls begin in the
+ * background; loading never waits for a plugin). */
+static int start_kms(policy_encryption *p, es_error *err)
 {
+    const policy_ec_doc *doc = p->doc;
+    size_t n = 0;
     for (size_t r = 0; r < doc->n_rules; r++)
         for (size_t i = 0; i < doc->rules[r].n_providers; i++) {
-            const policy_ec_provider *p = &doc->rules[r].providers[i];
-            if (p->type == CRYPTO_PROVIDER_KMS_V1 || p->type == CRYPTO_PROVIDER_KMS_V2)
-                return p;
+            enum crypto_provider_type t = doc->rules[r].providers[i].type;
+            n += t == CRYPTO_PROVIDER_KMS_V1 || t == CRYPTO_PROVIDER_KMS_V2;
         }
+    if (n == 0)
+        return 0;
+    p->kms = calloc(n, sizeof *p->kms);
+    p->kms_cfg = calloc(n, sizeof *p->kms_cfg);
+    if (!p->kms || !p->kms_cfg)
+        return es_error_set(err, 1, "%s: out of memory", doc->name);
+    for (size_t r = 0; r < doc->n_rules; r++)
+        for (size_t i = 0; i < doc->rules[r].n_providers; i++) {
+            const policy_ec_provider *pr = &doc->rules[r].providers[i];
+            if (pr->type != CRYPTO_PROVIDER_KMS_V1 && pr->type != CRYPTO_PROVIDER_KMS_V2)
+                continue;
+            const char *eps[POLICY_EC_MAX_KMS_ENDPOINTS];
+            size_t ne = 0;
+            eps[ne++] = pr->kms_endpoint;
+            for (size_t e = 0; e < pr->n_kms_endpoints && ne < POLICY_EC_MAX_KMS_ENDPOINTS; e++)
+                eps[ne++] = pr->kms_endpoints[e];
+            crypto_kms_config cfg = {
+                .type = pr->type,
+                .name = pr->kms_name,
+                .endpoints = eps,
+                .n_endpoints = ne,
+                .timeout_s = pr->kms_timeout_s,
+                .cachesize = pr->kms_cachesize,
+            };
+            if (crypto_kms_new(&cfg, &p->kms[p->n_kms], err) != 0)
+                return es_error_prefix(err, "%s: %s", doc->name, pr->path);
+            p->kms_cfg[p->n_kms++] = pr;
+        }
+    return 0;
+}
+
+static crypto_kms *kms_for(const policy_encryption *p, const policy_ec_provider *pr)
+{
+    for (size_t i = 0; i < p->n_kms; i++)
+        if (p->kms_cfg[i] == pr)
+            return p->kms[i];
     return NULL;
 }
 
-static int add_provider(crypto_chain *c, const policy_ec_provider *p, es_error *err)
+static int add_provider(const policy_encryption *pe, crypto_chain *c, const policy_ec_provider *p,
+                        es_error *err)
 {
     if (p->type == CRYPTO_PROVIDER_IDENTITY)
         return crypto_chain_add_identity(c, err);
+    if (p->type == CRYPTO_PROVIDER_KMS_V1 || p->type == CRYPTO_PROVIDER_KMS_V2)
+        return crypto_chain_add_kms(c, kms_for(pe, p), err);
     crypto_key_spec specs[16] = {{0}};
     crypto_key_spec *keys = p->n_keys <= 16 ? specs : calloc(p->n_keys, sizeof *keys);
     if (!keys)
@@ -72,7 +122,7 @@ static int build_chains(policy_encryption *p, es_error *err)
             return es_error_set(err, 1, "%s: out of memory", p->doc->name);
         p->chains[p->n_chains++] = c;
         for (size_t j = 0; j < t->n_providers; j++)
-            if (add_provider(c, t->providers[j], err) != 0)
+            if (add_provider(p, c, t->providers[j], err) != 0)
                 return es_error_prefix(err, "%s: %s", p->doc->name, t->providers[j]->path);
     }
     return 0;
@@ -81,14 +131,6 @@ static int build_chains(policy_encryption *p, es_error *err)
 static int load_doc(policy_ec_doc *doc, const char *storage_prefix, policy_encryption **out,
                     es_error *err)
 {
-    const policy_ec_provider *kms = first_kms(doc);
-    if (kms) {
-        es_error_set(
-            err, 1, "%s: %s: KMS providers are not supported yet by this build (kms %s \"%s\")",
-            doc->name, kms->path, kms->type == CRYPTO_PROVIDER_KMS_V2 ? "v2" : "v1", kms->kms_name);
-        policy_ec_doc_free(doc);
-        return -1;
-    }
     policy_encryption *p = calloc(1, sizeof *p);
     if (!p) {
         policy_ec_doc_free(doc);
@@ -96,7 +138,8 @@ static int load_doc(policy_ec_doc *doc, const char *storage_prefix, policy_encry
     }
     atomic_init(&p->refs, 1);
     p->doc = doc;
-    if (policy_keymap_build(doc, storage_prefix, &p->map, err) != 0 || build_chains(p, err) != 0) {
+    if (policy_keymap_build(doc, storage_prefix, &p->map, err) != 0 || start_kms(p, err) != 0 ||
+        build_chains(p, err) != 0) {
         destroy(p);
         return -1;
     }

@@ -496,11 +496,76 @@ static int parse_keyed(ctx *c, const yaml_node_t *n, const char *path, policy_ec
     return 0;
 }
 
+/* unix:///<path> or unix:///@<abstract name> (kube-apiserver's ParseEndpoint). */
+static int check_endpoint(ctx *c, const char *fpath, const yaml_node_t *at, const char *ep)
+{
+    if (!*ep)
+        return fail(c, fpath, at, "KMS provider endpoint is required");
+    const char *colon = strstr(ep, "://");
+    if (!colon)
+        return fail(c, fpath, at,
+                    "endpoint \"%s\" is not a URL: use unix:///<socket path> or "
+                    "unix:///@<abstract name>",
+                    ep);
+    if ((size_t)(colon - ep) != 4 || strncasecmp(ep, "unix", 4) != 0)
+        return fail(c, fpath, at,
+                    "unsupported scheme \"%.*s\" for KMS provider, only unix is "
+                    "supported",
+                    (int)(colon - ep > 32 ? 32 : colon - ep), ep);
+    const char *sock = colon + 3;
+    if (sock[0] != '/' || sock[1] == '\0' || strcmp(sock, "/@") == 0)
+        return fail(c, fpath, at,
+                    "endpoint \"%s\" must be unix:///<socket path> or "
+                    "unix:///@<abstract name>",
+                    ep);
+    if (strlen(sock) - (sock[1] == '@' ? 1 : 0) > SUN_PATH_MAX)
+        return fail(c, fpath, at, "socket path is longer than %d bytes", SUN_PATH_MAX);
+    return 0;
+}
+
+/* etcdseal extension: `endpoints: [...]`, more plugin sockets tried in order after `endpoint`. */
+static int parse_kms_endpoints(ctx *c, const yaml_node_t *n, const char *path,
+                               policy_ec_provider *p)
+{
+    char fpath[128];
+    snprintf(fpath, sizeof fpath, "%s.endpoints", path);
+    yaml_node_item_t *items;
+    long count = seq_items(c, n, fpath, &items);
+    if (count < 0)
+        return -1;
+    if (count > POLICY_EC_MAX_KMS_ENDPOINTS - 1)
+        return fail(c, fpath, n, "at most %d endpoints besides endpoint",
+                    POLICY_EC_MAX_KMS_ENDPOINTS - 1);
+    p->kms_endpoints = calloc((size_t)count + 1, sizeof *p->kms_endpoints);
+    if (!p->kms_endpoints)
+        return fail(c, fpath, n, "out of memory");
+    for (long i = 0; i < count; i++) {
+        char ipath[160];
+        snprintf(ipath, sizeof ipath, "%s[%ld]", fpath, i);
+        yaml_node_t *it = node(c, items[i]);
+        char *ep = NULL;
+        if (get_string(c, it, ipath, &ep) != 0) {
+            free(ep);
+            return -1;
+        }
+        p->kms_endpoints[p->n_kms_endpoints++] = ep;
+        if (check_endpoint(c, ipath, it, ep) != 0)
+            return -1;
+        bool dup = strcmp(ep, p->kms_endpoint) == 0;
+        for (size_t j = 0; j + 1 < p->n_kms_endpoints && !dup; j++)
+            dup = strcmp(ep, p->kms_endpoints[j]) == 0;
+        if (dup)
+            return fail(c, ipath, it, "duplicate endpoint \"%s\"", ep);
+    }
+    return 0;
+}
+
 static int parse_kms(ctx *c, const yaml_node_t *n, const char *path, policy_ec_provider *p)
 {
-    static const char *const fields[] = {"apiVersion", "name", "endpoint", "cachesize", "timeout"};
-    yaml_node_t *v[5];
-    if (map_fields(c, n, path, fields, 5, v) != 0)
+    static const char *const fields[] = {"apiVersion", "name",    "endpoint",
+                                         "cachesize",  "timeout", "endpoints"};
+    yaml_node_t *v[6];
+    if (map_fields(c, n, path, fields, 6, v) != 0)
         return -1;
     char fpath[128];
     char *api = NULL;
@@ -534,28 +599,10 @@ static int parse_kms(ctx *c, const yaml_node_t *n, const char *path, policy_ec_p
     snprintf(fpath, sizeof fpath, "%s.endpoint", path);
     if (get_string(c, v[2], fpath, &p->kms_endpoint) != 0)
         return -1;
-    const char *ep = p->kms_endpoint;
-    if (!*ep)
-        return fail(c, fpath, v[2] ? v[2] : n, "KMS provider endpoint is required");
-    const char *colon = strstr(ep, "://");
-    if (!colon)
-        return fail(c, fpath, v[2],
-                    "endpoint \"%s\" is not a URL: use unix:///<socket path> or "
-                    "unix:///@<abstract name>",
-                    ep);
-    if ((size_t)(colon - ep) != 4 || strncasecmp(ep, "unix", 4) != 0)
-        return fail(c, fpath, v[2],
-                    "unsupported scheme \"%.*s\" for KMS provider, only unix is "
-                    "supported",
-                    (int)(colon - ep > 32 ? 32 : colon - ep), ep);
-    const char *sock = colon + 3;
-    if (sock[0] != '/' || sock[1] == '\0' || strcmp(sock, "/@") == 0)
-        return fail(c, fpath, v[2],
-                    "endpoint \"%s\" must be unix:///<socket path> or "
-                    "unix:///@<abstract name>",
-                    ep);
-    if (strlen(sock) - (sock[1] == '@' ? 1 : 0) > SUN_PATH_MAX)
-        return fail(c, fpath, v[2], "socket path is longer than %d bytes", SUN_PATH_MAX);
+    if (check_endpoint(c, fpath, v[2] ? v[2] : n, p->kms_endpoint) != 0)
+        return -1;
+    if (!is_null(v[5]) && parse_kms_endpoints(c, v[5], path, p) != 0)
+        return -1;
     snprintf(fpath, sizeof fpath, "%s.cachesize", path);
     int rc = get_int32(c, v[3], fpath, &p->kms_cachesize);
     if (rc < 0)
@@ -927,6 +974,9 @@ void policy_ec_doc_free(policy_ec_doc *d)
             free(pr->keys);
             free(pr->kms_name);
             free(pr->kms_endpoint);
+            for (size_t e = 0; e < pr->n_kms_endpoints; e++)
+                free(pr->kms_endpoints[e]);
+            free(pr->kms_endpoints);
         }
         free(rule->providers);
     }

@@ -22,6 +22,7 @@
 #include "crypto/chain.h"
 
 #define POLICY_EC_MAX_FILE_BYTES (4u << 20)
+#define POLICY_EC_MAX_KMS_ENDPOINTS 32 /* endpoint + endpoints: */
 
 enum policy_res_kind {
     POLICY_RES_EXACT = 0, /* resource[.group] */
@@ -50,6 +51,8 @@ typedef struct policy_ec_provider {
     size_t n_keys;
     char *kms_name; /* kms only */
     char *kms_endpoint;
+    char **kms_endpoints; /* etcdseal extension `endpoints:` (failover, after kms_endpoint) */
+    size_t n_kms_endpoints;
     bool kms_has_cachesize;
     int32_t kms_cachesize; /* v1: default 1000, < 0 disables the DEK cache */
     double kms_timeout_s;  /* default 3 */
