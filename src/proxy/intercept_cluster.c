@@ -1,10 +1,10 @@
 /* intercept_cluster.c - rewrites MemberListResponse client URLs to the proxy's own. */
 #include "proxy/intercept_cluster.h"
+#include "proxy/grpc_wire.h"
 
 #include "etcdserverpb/rpc.pb-c.h"
 #include "proxy/intercept_values.h"
 
-#define GRPC_RESOURCE_EXHAUSTED 8
 
 static int walk_member_list(transform_ctx *ctx, ProtobufCMessage *m, unsigned *changed,
                             es_error *err)

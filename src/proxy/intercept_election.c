@@ -7,6 +7,7 @@
  * a lease of its own, so the key is unknown here: refused on protected names.
  */
 #include "proxy/intercept_election.h"
+#include "proxy/grpc_wire.h"
 
 #include <inttypes.h>
 #include <stdio.h>
@@ -15,8 +16,6 @@
 #include "proxy/intercept_values.h"
 #include "v3electionpb/v3election.pb-c.h"
 
-#define GRPC_RESOURCE_EXHAUSTED 8
-#define GRPC_FAILED_PRECONDITION 9
 
 /* "<name>/<lease hex>" in arena memory; Go's %x of an int64 prints a '-' for negatives. */
 static int campaign_key(const V3electionpb__CampaignRequest *r, ProtobufCBinaryData *key,

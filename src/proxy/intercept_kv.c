@@ -7,6 +7,7 @@
  * level and a 1.5 MiB request could otherwise nest hundreds of thousands of levels.
  */
 #include "proxy/intercept_kv.h"
+#include "proxy/grpc_wire.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
@@ -17,10 +18,6 @@
 #include "proxy/intercept_values.h"
 #include "proxy/txn_compare.h"
 
-#define GRPC_INVALID_ARGUMENT 3
-#define GRPC_RESOURCE_EXHAUSTED 8
-#define GRPC_FAILED_PRECONDITION 9
-#define GRPC_INTERNAL 13
 /* err->code of the walk that found a VALUE compare for txn_compare (never leaves this file) */
 #define TXN_NEEDS_EMULATION (TRANSFORM_WOULD_BLOCK + 1)
 

@@ -4,13 +4,13 @@
  * then key), so the result does not depend on the order etcd returned (etcd sorted ciphertext).
  */
 #include "proxy/intercept_range_sort.h"
+#include "proxy/grpc_wire.h"
 
 #include <stdlib.h>
 #include <string.h>
 
 #include "proxy/intercept_values.h"
 
-#define GRPC_FAILED_PRECONDITION 9
 
 static int bytes_cmp(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b)
 {

@@ -8,6 +8,7 @@
  * a worker that keeps relaying messages of similar size calls malloc only while warming up.
  */
 #include "proxy/intercept_values.h"
+#include "proxy/grpc_wire.h"
 
 #include <pthread.h>
 #include <stdio.h>
@@ -22,10 +23,6 @@
 #include "crypto/chain.h"
 #include "policy/encryption.h"
 
-#define GRPC_INVALID_ARGUMENT 3
-#define GRPC_RESOURCE_EXHAUSTED 8
-#define GRPC_FAILED_PRECONDITION 9
-#define GRPC_INTERNAL 13
 
 /* ---------------------------------------------------------------- arena */
 
@@ -432,8 +429,26 @@ static int arena_copy(ProtobufCBinaryData *value, const uint8_t *p, size_t n)
     return 0;
 }
 
-static int encrypt_value(const crypto_chain *chain, const ProtobufCBinaryData *key,
-                         ProtobufCBinaryData *value, es_error *err)
+/* A KMS provider needs a plugin call before this value can be transformed: arm the worker's
+ * wake-up and tell the relay to re-run the message (TRANSFORM_WOULD_BLOCK). Where no wake-up is
+ * available (nested use) the call fails with UNAVAILABLE. */
+static int await_kms(const transform_ctx *ctx, const crypto_chain *chain,
+                     enum crypto_await_kind kind, const ProtobufCBinaryData *key,
+                     const ProtobufCBinaryData *value, es_error *err)
+{
+    es_error aerr = {0};
+    char shown[INTERCEPT_KEY_SHOWN_MAX];
+    if (ctx->ready_fn && crypto_chain_await(chain, kind, value->data, value->len, ctx->ready_fn,
+                                            ctx->ready_arg, &aerr) == 0)
+        return es_error_set(err, TRANSFORM_WOULD_BLOCK, "waiting for the KMS plugin");
+    intercept_format_key(shown, sizeof shown, key->data, key->len);
+    return es_error_set(err, GRPC_UNAVAILABLE,
+                        "etcdseal: KMS plugin result not available for key \"%s\"%s%s", shown,
+                        aerr.msg[0] ? ": " : "", aerr.msg);
+}
+
+static int encrypt_value(const transform_ctx *ctx, const crypto_chain *chain,
+                         const ProtobufCBinaryData *key, ProtobufCBinaryData *value, es_error *err)
 {
     double start = now_seconds();
     size_t prefix = xf_prefix_index(crypto_chain_write_prefix(chain));
@@ -456,12 +471,15 @@ static int encrypt_value(const crypto_chain *chain, const ProtobufCBinaryData *k
                 return 1;
             }
             es_error_set(&cerr, CRYPTO_ERR_INTERNAL, "out of memory");
+        } else if (cerr.code == CRYPTO_ERR_WOULD_BLOCK) {
+            return await_kms(ctx, chain, CRYPTO_AWAIT_ENCRYPT, key, value, err);
         }
     }
     xf_record(XF_TO, prefix, 0, start);
     intercept_format_key(shown, sizeof shown, key->data, key->len);
-    return es_error_set(err, GRPC_INTERNAL, "etcdseal: cannot encrypt value of key \"%s\": %s",
-                        shown, cerr.msg);
+    /* fail closed: nothing is forwarded; a KMS outage is UNAVAILABLE so clients retry */
+    return es_error_set(err, cerr.code == CRYPTO_ERR_UNAVAILABLE ? GRPC_UNAVAILABLE : GRPC_INTERNAL,
+                        "etcdseal: cannot encrypt value of key \"%s\": %s", shown, cerr.msg);
 }
 
 static int decrypt_failed(const ProtobufCBinaryData *key, const char *why, es_error *err)
@@ -472,8 +490,8 @@ static int decrypt_failed(const ProtobufCBinaryData *key, const char *why, es_er
                         shown, why);
 }
 
-static int decrypt_value(const crypto_chain *chain, const ProtobufCBinaryData *key,
-                         ProtobufCBinaryData *value, es_error *err)
+static int decrypt_value(const transform_ctx *ctx, const crypto_chain *chain,
+                         const ProtobufCBinaryData *key, ProtobufCBinaryData *value, es_error *err)
 {
     double start = now_seconds();
     arena *a = arena_get();
@@ -484,6 +502,8 @@ static int decrypt_value(const crypto_chain *chain, const ProtobufCBinaryData *k
     a->scratch.len = 0;
     if (crypto_chain_decrypt(chain, key->data, key->len, value->data, value->len, &a->scratch,
                              &info, &cerr) != 0) {
+        if (cerr.code == CRYPTO_ERR_WOULD_BLOCK)
+            return await_kms(ctx, chain, CRYPTO_AWAIT_DECRYPT, key, value, err);
         size_t prefix = cerr.code == CRYPTO_ERR_NO_MATCH ? XF_UNKNOWN
                                                          : xf_value_prefix(value->data, value->len);
         xf_record(XF_FROM, prefix, 0, start);
@@ -518,7 +538,7 @@ static int value_hook(transform_ctx *ctx, enum intercept_site site, const Protob
     switch (site) {
     case INTERCEPT_SITE_PUT_VALUE:
     case INTERCEPT_SITE_ELECTION_VALUE:
-        return chain ? encrypt_value(chain, key, value, err) : 0;
+        return chain ? encrypt_value(ctx, chain, key, value, err) : 0;
     case INTERCEPT_SITE_COMPARE_VALUE:
         if (!chain)
             return 0;
@@ -535,7 +555,7 @@ static int value_hook(transform_ctx *ctx, enum intercept_site site, const Protob
         break;
     }
     if (chain)
-        return decrypt_value(chain, key, value, err);
+        return decrypt_value(ctx, chain, key, value, err);
     es_error ierr = {0};
     if (crypto_identity_read_check(value->data, value->len, &ierr) != 0)
         return decrypt_failed(key, ierr.msg, err);
