@@ -1000,7 +1000,8 @@ static int run_watch(struct toks *t)
     long deadline = now_ms() + timeout_s * 1000, events = 0, responses = 0, fragments = 0;
     int created = 0, canceled = 0;
     size_t off = 0;
-    while (!c.closed && !conn_dead && now_ms() < deadline && !canceled &&
+    /* trailers end the call even while our side of the stream is still open */
+    while (!c.closed && c.grpc_status < 0 && !conn_dead && now_ms() < deadline && !canceled &&
            (count < 0 || events < count)) {
         pump(50);
         const uint8_t *m;
@@ -1058,11 +1059,12 @@ static int run_watch(struct toks *t)
             off = 0;
         }
     }
-    if (c.closed && c.grpc_status != 0)
+    if (c.grpc_status > 0)
         print_error("watch", c.grpc_status, c.grpc_message);
     printf("{\"op\":\"watch_done\",\"created\":%s,\"events\":%ld,\"responses\":%ld,"
            "\"fragments\":%ld,\"closed\":%s,\"timed_out\":%s}\n",
-           created ? "true" : "false", events, responses, fragments, c.closed ? "true" : "false",
+           created ? "true" : "false", events, responses, fragments,
+           c.closed || c.grpc_status >= 0 ? "true" : "false",
            now_ms() >= deadline ? "true" : "false");
     if (!c.closed) {
         nghttp2_submit_rst_stream(h2, NGHTTP2_FLAG_NONE, c.id, NGHTTP2_CANCEL);
