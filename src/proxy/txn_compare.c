@@ -45,6 +45,11 @@ typedef struct txn_job {
     bool local_ok; /* result of the VALUE compares in the current try */
 } txn_job;
 
+static void kms_prefetch_done(void *arg)
+{
+    (void)arg; /* the result is cached by the crypto layer; nothing to do here */
+}
+
 static void job_free(txn_job *j)
 {
     for (size_t i = 0; i < j->n_keys; i++)
@@ -142,6 +147,7 @@ static void on_write_done(void *arg, int status, const char *status_msg, const u
     void *state = NULL;
     ctx.dir = TRANSFORM_RESPONSE;
     ctx.async = NULL;
+    ctx.ready_fn = NULL; /* no parking here: a KMS wait becomes UNAVAILABLE */
     ctx.stream_state = &state;
     buf_t dec = BUF_INIT;
     es_error err = {0};
@@ -269,6 +275,7 @@ static void send_guarded(txn_job *j)
     transform_ctx ctx = *actx;
     void *state = NULL;
     ctx.async = NULL;
+    ctx.ready_fn = NULL; /* no parking here: a KMS wait becomes UNAVAILABLE */
     ctx.dir = TRANSFORM_REQUEST;
     ctx.stream_state = &state;
     buf_t enc = BUF_INIT;
@@ -324,6 +331,17 @@ static void on_read_done(void *arg, int status, const char *status_msg, const ui
         es_error err = {0};
         if (crypto_chain_decrypt(chain, g->key.data, g->key.len, rr->kvs[0]->value.data,
                                  rr->kvs[0]->value.len, &g->value, &info, &err) != 0) {
+            if (err.code == CRYPTO_ERR_WOULD_BLOCK) {
+                /* the seed/DEK is not cached yet: start fetching it so a retry finds it, and
+                 * answer UNAVAILABLE now (this path does not park; it is rare: first use) */
+                es_error aerr = {0};
+                crypto_chain_await(chain, CRYPTO_AWAIT_DECRYPT, rr->kvs[0]->value.data,
+                                   rr->kvs[0]->value.len, kms_prefetch_done, NULL, &aerr);
+                etcdserverpb__txn_response__free_unpacked(resp, NULL);
+                job_fail(j, GRPC_UNAVAILABLE,
+                         "etcdseal: the KMS key of a compared value is being fetched; retry");
+                return;
+            }
             char k[INTERCEPT_KEY_SHOWN_MAX * 4 + 8];
             intercept_format_key(k, sizeof k, g->key.data, g->key.len);
             char text[ES_ERROR_MSG_MAX];
