@@ -157,7 +157,8 @@ static int parse_bytes(const char *spec, ProtobufCBinaryData *out)
 static void prefix_end(const ProtobufCBinaryData *key, ProtobufCBinaryData *end)
 {
     end->data = xmalloc(key->len ? key->len : 1);
-    memcpy(end->data, key->data, key->len);
+    if (key->len)
+        memcpy(end->data, key->data, key->len);
     size_t n = key->len;
     while (n > 0) {
         if (end->data[n - 1] < 0xff) {
@@ -1096,7 +1097,8 @@ static int get_one(const ProtobufCBinaryData *key, ProtobufCBinaryData *val, int
     if (found) {
         val->len = p->kvs[0]->value.len;
         val->data = xmalloc(val->len);
-        memcpy(val->data, p->kvs[0]->value.data, val->len);
+        if (val->len) /* protobuf-c leaves data NULL for an empty value */
+            memcpy(val->data, p->kvs[0]->value.data, val->len);
         if (mod)
             *mod = p->kvs[0]->mod_revision;
     }
@@ -1153,7 +1155,8 @@ static int run_cas(struct toks *t)
         }
         char vbuf[32], nbuf[32];
         size_t vl = cur.len < sizeof vbuf - 1 ? cur.len : sizeof vbuf - 1;
-        memcpy(vbuf, cur.data, vl);
+        if (vl)
+            memcpy(vbuf, cur.data, vl);
         vbuf[vl] = 0;
         free(cur.data);
         snprintf(nbuf, sizeof nbuf, "%ld", strtol(vbuf, NULL, 10) + 1);
@@ -1414,7 +1417,8 @@ static int run_mixed(struct toks *t)
             if (use_model && m[slot].present) {
                 operand.len = m[slot].v.len;
                 operand.data = xmalloc(operand.len);
-                memcpy(operand.data, m[slot].v.data, operand.len);
+                if (operand.len)
+                    memcpy(operand.data, m[slot].v.data, operand.len);
             } else {
                 rand_value(&seed, &operand);
             }
