@@ -271,13 +271,14 @@ print("final=%s %s hammer=%s %s" % (final, json.dumps(tot), json.dumps(ham), "; 
 sys.exit(0 if ok else 1)
 EOF
 }
-if out=$(concurrent "$ORACLE" /cmpU/ctr direct); then
-  note "direct etcd: $out"
-  if out=$(concurrent "$VIA" /cmpP/ctr proxy); then
-    pass "concurrent writer: VALUE-compare CAS through the proxy loses no update and never fails falsely ($out)"
+# (not in $(...): the workers must stay children of this shell, tracked for cleanup)
+if concurrent "$ORACLE" /cmpU/ctr direct >"$T/conc.direct"; then
+  note "direct etcd: $(cat "$T/conc.direct")"
+  if concurrent "$VIA" /cmpP/ctr proxy >"$T/conc.proxy"; then
+    pass "concurrent writer: VALUE-compare CAS through the proxy loses no update and never fails falsely ($(cat "$T/conc.proxy"))"
   else
-    fail "concurrent writer through the proxy" "$out"
+    fail "concurrent writer through the proxy" "$(cat "$T/conc.proxy")"
   fi
 else
-  fail "concurrent writer: oracle run directly against etcd" "$out"
+  fail "concurrent writer: oracle run directly against etcd" "$(cat "$T/conc.direct")"
 fi
