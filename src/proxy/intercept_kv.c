@@ -141,7 +141,7 @@ static int walk_put_request(transform_ctx *ctx, Etcdserverpb__PutRequest *r, uns
 /* ---------------------------------------------------------------- Txn policy checks */
 
 /* What etcd cannot evaluate on ciphertext, anywhere in a Txn request: VALUE compares on protected
- * keys (outermost level without range_end: *emulate; with range_end or nested: refused) and
+ * keys (any level, without range_end: *emulate; with range_end: refused) and
  * Range ops sorted by VALUE over protected keys (refused). Runs before any value is encrypted. */
 static int txn_check(transform_ctx *ctx, const Etcdserverpb__TxnRequest *t, int depth,
                      bool *emulate, es_error *err)
@@ -164,12 +164,7 @@ static int txn_check(transform_ctx *ctx, const Etcdserverpb__TxnRequest *t, int 
                                 "\"%s\", range_end \"%s\")",
                                 shown, shown_end);
         }
-        if (depth > 1)
-            return es_error_set(err, GRPC_FAILED_PRECONDITION,
-                                "etcdseal: Txn compare on VALUE of encrypted key \"%s\" inside a "
-                                "nested Txn cannot be evaluated; move the compare to the "
-                                "outermost Txn",
-                                shown);
+        (void)depth; /* nested levels are emulated too: etcd evaluates every level up front */
         *emulate = true;
     }
     for (int branch = 0; branch < 2; branch++) {

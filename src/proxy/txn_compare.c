@@ -5,9 +5,12 @@
  *     snapshot of the keys' values and revisions;
  *  2. decide: decrypt, evaluate the VALUE compares as etcd would (bytes.Compare; a missing key
  *     fails any VALUE compare);
- *  3. write: a Txn guarded by mod_revision == seen (create_revision == 0 when absent) whose
- *     success branch is either the client's Txn without those compares (nested one level) or,
- *     when the VALUE compares failed, the client's failure branch; an empty failure branch
+ *  3. write: a Txn guarded by mod_revision == seen (create_revision == 0 when absent) whose only
+ *     success op is the client's Txn rewritten level by level: a level whose VALUE compares
+ *     hold keeps its other compares and both branches; a level whose VALUE compares fail runs
+ *     its failure branch unconditionally (its "succeeded" is flipped back in the answer). etcd
+ *     evaluates the compares of every nesting level against the state before the Txn, which is
+ *     the snapshot read in step 1, so the decisions are exactly etcd's. An empty failure branch
  *     means a guard failed: someone wrote meanwhile, so go back to 1 (bounded).
  * The answer given to the client is built from the committed Txn's response and decrypted by
  * the regular Txn response transformer.
@@ -42,8 +45,45 @@ typedef struct txn_job {
     struct guarded_key *keys;
     size_t n_keys;
     int tries;
-    bool local_ok; /* result of the VALUE compares in the current try */
+    /* levels (client TxnRequest nodes) whose VALUE compares failed in the current try */
+    const Etcdserverpb__TxnRequest **forced;
+    size_t n_forced, cap_forced;
+    /* memory of the rewritten request of the current try */
+    void **allocs;
+    size_t n_allocs, cap_allocs;
 } txn_job;
+
+static void *job_alloc(txn_job *j, size_t n)
+{
+    if (j->n_allocs == j->cap_allocs) {
+        size_t cap = j->cap_allocs ? j->cap_allocs * 2 : 16;
+        void **a = realloc(j->allocs, cap * sizeof *a);
+        if (!a)
+            return NULL;
+        j->allocs = a;
+        j->cap_allocs = cap;
+    }
+    void *p = calloc(1, n ? n : 1);
+    if (p)
+        j->allocs[j->n_allocs++] = p;
+    return p;
+}
+
+static void job_release_rewrite(txn_job *j)
+{
+    for (size_t i = 0; i < j->n_allocs; i++)
+        free(j->allocs[i]);
+    j->n_allocs = 0;
+    j->n_forced = 0;
+}
+
+static bool is_forced(const txn_job *j, const Etcdserverpb__TxnRequest *t)
+{
+    for (size_t i = 0; i < j->n_forced; i++)
+        if (j->forced[i] == t)
+            return true;
+    return false;
+}
 
 static void kms_prefetch_done(void *arg)
 {
@@ -52,6 +92,9 @@ static void kms_prefetch_done(void *arg)
 
 static void job_free(txn_job *j)
 {
+    job_release_rewrite(j);
+    free(j->allocs);
+    free(j->forced);
     for (size_t i = 0; i < j->n_keys; i++)
         buf_wipe_free(&j->keys[i].value);
     free(j->keys);
@@ -83,6 +126,8 @@ static bool same_key(ProtobufCBinaryData a, ProtobufCBinaryData b)
 }
 
 static void start_read(txn_job *j);
+static void restore_response(const txn_job *j, const Etcdserverpb__TxnRequest *t,
+                             Etcdserverpb__TxnResponse *resp);
 
 /* ------------------------------------------------------------------ step 3: write */
 static void on_write_done(void *arg, int status, const char *status_msg, const uint8_t *msg,
@@ -112,27 +157,22 @@ static void on_write_done(void *arg, int status, const char *status_msg, const u
         return;
     }
     /* the client sees what etcd would have answered to its own Txn */
+    Etcdserverpb__TxnResponse *inner =
+        resp->n_responses == 1 &&
+                resp->responses[0]->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN
+            ? resp->responses[0]->response_txn
+            : NULL;
+    if (!inner) {
+        etcdserverpb__txn_response__free_unpacked(resp, NULL);
+        job_fail(j, GRPC_INTERNAL, "etcdseal: unexpected Txn response shape");
+        return;
+    }
+    restore_response(j, j->req, inner);
     Etcdserverpb__TxnResponse out = ETCDSERVERPB__TXN_RESPONSE__INIT;
     out.header = resp->header;
-    if (j->local_ok) {
-        Etcdserverpb__TxnResponse *inner =
-            resp->n_responses == 1 && resp->responses[0]->response_case ==
-                                          ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN
-                ? resp->responses[0]->response_txn
-                : NULL;
-        if (!inner) {
-            etcdserverpb__txn_response__free_unpacked(resp, NULL);
-            job_fail(j, GRPC_INTERNAL, "etcdseal: unexpected Txn response shape");
-            return;
-        }
-        out.succeeded = inner->succeeded;
-        out.n_responses = inner->n_responses;
-        out.responses = inner->responses;
-    } else {
-        out.succeeded = 0;
-        out.n_responses = resp->n_responses;
-        out.responses = resp->responses;
-    }
+    out.succeeded = inner->succeeded;
+    out.n_responses = inner->n_responses;
+    out.responses = inner->responses;
     size_t n = etcdserverpb__txn_response__get_packed_size(&out);
     uint8_t *packed = malloc(n ? n : 1);
     if (!packed) {
@@ -163,10 +203,12 @@ static void on_write_done(void *arg, int status, const char *status_msg, const u
     job_free(j);
 }
 
-static bool evaluate_value_compares(txn_job *j, const transform_ctx *ctx)
+/* The VALUE compares of one level (etcd's applyCompare + compareKV on the snapshot). */
+static bool evaluate_level(const txn_job *j, const transform_ctx *ctx,
+                           const Etcdserverpb__TxnRequest *t)
 {
-    for (size_t i = 0; i < j->req->n_compare; i++) {
-        const Etcdserverpb__Compare *c = j->req->compare[i];
+    for (size_t i = 0; i < t->n_compare; i++) {
+        const Etcdserverpb__Compare *c = t->compare[i];
         if (!is_protected_value_compare(ctx, c))
             continue;
         const struct guarded_key *g = NULL;
@@ -178,8 +220,9 @@ static bool evaluate_value_compares(txn_job *j, const transform_ctx *ctx)
         int r = 0;
         if (c->target_union_case == ETCDSERVERPB__COMPARE__TARGET_UNION_VALUE) {
             size_t a = g->value.len, b = c->value.len;
-            int m = memcmp(g->value.data ? g->value.data : (uint8_t *)"", c->value.data ? c->value.data : (uint8_t *)"", a < b ? a : b);
-            r = m != 0 ? m : (a < b ? -1 : (a > b ? 1 : 0));
+            size_t m = a < b ? a : b;
+            int d = m ? memcmp(g->value.data, c->value.data, m) : 0;
+            r = d != 0 ? d : (a < b ? -1 : (a > b ? 1 : 0));
         }
         bool ok;
         switch (c->result) {
@@ -204,18 +247,100 @@ static bool evaluate_value_compares(txn_job *j, const transform_ctx *ctx)
     return true;
 }
 
+static Etcdserverpb__TxnRequest *rewrite_level(txn_job *j, const transform_ctx *ctx,
+                                               const Etcdserverpb__TxnRequest *t);
+
+/* Copies a branch, rewriting nested Txns; other ops are shared with the client's request. */
+static Etcdserverpb__RequestOp **rewrite_ops(txn_job *j, const transform_ctx *ctx,
+                                             Etcdserverpb__RequestOp **ops, size_t n)
+{
+    Etcdserverpb__RequestOp **out = job_alloc(j, n * sizeof *out);
+    if (!out)
+        return NULL;
+    for (size_t i = 0; i < n; i++) {
+        if (ops[i]->request_case != ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN) {
+            out[i] = ops[i];
+            continue;
+        }
+        Etcdserverpb__RequestOp *op = job_alloc(j, sizeof *op);
+        Etcdserverpb__RequestOp init = ETCDSERVERPB__REQUEST_OP__INIT;
+        if (!op)
+            return NULL;
+        *op = init;
+        op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN;
+        op->request_txn = rewrite_level(j, ctx, ops[i]->request_txn);
+        if (!op->request_txn)
+            return NULL;
+        out[i] = op;
+    }
+    return out;
+}
+
+static Etcdserverpb__TxnRequest *rewrite_level(txn_job *j, const transform_ctx *ctx,
+                                               const Etcdserverpb__TxnRequest *t)
+{
+    Etcdserverpb__TxnRequest *r = job_alloc(j, sizeof *r);
+    Etcdserverpb__TxnRequest init = ETCDSERVERPB__TXN_REQUEST__INIT;
+    if (!r)
+        return NULL;
+    *r = init;
+    if (!evaluate_level(j, ctx, t)) {
+        /* the level fails whatever its other compares say: run its failure branch */
+        if (j->n_forced == j->cap_forced) {
+            size_t cap = j->cap_forced ? j->cap_forced * 2 : 8;
+            const Etcdserverpb__TxnRequest **f = realloc(j->forced, cap * sizeof *f);
+            if (!f)
+                return NULL;
+            j->forced = f;
+            j->cap_forced = cap;
+        }
+        j->forced[j->n_forced++] = t;
+        r->n_success = t->n_failure;
+        r->success = rewrite_ops(j, ctx, t->failure, t->n_failure);
+        return r->success || !t->n_failure ? r : NULL;
+    }
+    r->compare = job_alloc(j, (t->n_compare ? t->n_compare : 1) * sizeof *r->compare);
+    if (!r->compare)
+        return NULL;
+    for (size_t i = 0; i < t->n_compare; i++)
+        if (!is_protected_value_compare(ctx, t->compare[i]))
+            r->compare[r->n_compare++] = t->compare[i];
+    r->n_success = t->n_success;
+    r->success = rewrite_ops(j, ctx, t->success, t->n_success);
+    r->n_failure = t->n_failure;
+    r->failure = rewrite_ops(j, ctx, t->failure, t->n_failure);
+    if ((!r->success && t->n_success) || (!r->failure && t->n_failure))
+        return NULL;
+    return r;
+}
+
+/* Puts the client's view back into a response of the rewritten request: forced levels report
+ * succeeded=false; nested responses follow the branch the client's request took. */
+static void restore_response(const txn_job *j, const Etcdserverpb__TxnRequest *t,
+                             Etcdserverpb__TxnResponse *resp)
+{
+    if (!t || !resp)
+        return;
+    if (is_forced(j, t))
+        resp->succeeded = 0;
+    Etcdserverpb__RequestOp **ops = resp->succeeded ? t->success : t->failure;
+    size_t n = resp->succeeded ? t->n_success : t->n_failure;
+    for (size_t i = 0; i < n && i < resp->n_responses; i++)
+        if (ops[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN &&
+            resp->responses[i]->response_case == ETCDSERVERPB__RESPONSE_OP__RESPONSE_RESPONSE_TXN)
+            restore_response(j, ops[i]->request_txn, resp->responses[i]->response_txn);
+}
+
 static void send_guarded(txn_job *j)
 {
     const transform_ctx *actx = transform_async_ctx(j->async);
-    j->local_ok = evaluate_value_compares(j, actx);
+    job_release_rewrite(j);
     size_t ng = j->n_keys;
-    Etcdserverpb__Compare *guards = calloc(ng, sizeof *guards);
-    Etcdserverpb__Compare **gp = calloc(ng, sizeof *gp);
-    Etcdserverpb__Compare **rest = calloc(j->req->n_compare + 1, sizeof *rest);
-    if (!guards || !gp || !rest) {
-        free(guards);
-        free(gp);
-        free(rest);
+    Etcdserverpb__Compare *guards = job_alloc(j, ng * sizeof *guards);
+    Etcdserverpb__Compare **gp = job_alloc(j, ng * sizeof *gp);
+    Etcdserverpb__TxnRequest *client = rewrite_level(j, actx, j->req);
+    Etcdserverpb__RequestOp *op = job_alloc(j, sizeof *op);
+    if (!guards || !gp || !client || !op) {
         job_fail(j, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
         return;
     }
@@ -235,42 +360,22 @@ static void send_guarded(txn_job *j)
         }
         gp[i] = &guards[i];
     }
-    size_t nrest = 0;
-    for (size_t i = 0; i < j->req->n_compare; i++)
-        if (!is_protected_value_compare(actx, j->req->compare[i]))
-            rest[nrest++] = j->req->compare[i];
-    Etcdserverpb__TxnRequest inner = ETCDSERVERPB__TXN_REQUEST__INIT;
-    inner.n_compare = nrest;
-    inner.compare = rest;
-    inner.n_success = j->req->n_success;
-    inner.success = j->req->success;
-    inner.n_failure = j->req->n_failure;
-    inner.failure = j->req->failure;
-    Etcdserverpb__RequestOp inner_op = ETCDSERVERPB__REQUEST_OP__INIT;
-    inner_op.request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN;
-    inner_op.request_txn = &inner;
-    Etcdserverpb__RequestOp *inner_ops[1] = {&inner_op};
+    Etcdserverpb__RequestOp op_init = ETCDSERVERPB__REQUEST_OP__INIT;
+    *op = op_init;
+    op->request_case = ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN;
+    op->request_txn = client;
     Etcdserverpb__TxnRequest outer = ETCDSERVERPB__TXN_REQUEST__INIT;
     outer.n_compare = ng;
     outer.compare = gp;
-    if (j->local_ok) {
-        outer.n_success = 1;
-        outer.success = inner_ops;
-    } else {
-        outer.n_success = j->req->n_failure;
-        outer.success = j->req->failure;
-    }
+    outer.n_success = 1;
+    outer.success = &op;
     size_t n = etcdserverpb__txn_request__get_packed_size(&outer);
     uint8_t *packed = malloc(n ? n : 1);
-    if (packed)
-        etcdserverpb__txn_request__pack(&outer, packed);
-    free(guards);
-    free(gp);
-    free(rest);
     if (!packed) {
         job_fail(j, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
         return;
     }
+    etcdserverpb__txn_request__pack(&outer, packed);
     /* encrypt the Puts of the branches with the regular request transformer */
     transform_ctx ctx = *actx;
     void *state = NULL;
@@ -284,7 +389,8 @@ static void send_guarded(txn_job *j)
     free(packed);
     if (rc != 0) {
         buf_free(&enc);
-        job_fail(j, err.code ? err.code : GRPC_INTERNAL, err.msg);
+        job_fail(j, err.code && err.code != TRANSFORM_WOULD_BLOCK ? err.code : GRPC_UNAVAILABLE,
+                 err.msg);
         return;
     }
     j->tries++;
@@ -396,12 +502,42 @@ static void start_read(txn_job *j)
         job_fail(j, GRPC_UNAVAILABLE, "etcdseal: cannot read the compared keys");
 }
 
+/* Every distinct key compared on VALUE (protected, no range_end) at any nesting level. */
+static int collect_keys(txn_job *j, const transform_ctx *ctx, const Etcdserverpb__TxnRequest *t)
+{
+    for (size_t i = 0; i < t->n_compare; i++) {
+        const Etcdserverpb__Compare *c = t->compare[i];
+        if (!is_protected_value_compare(ctx, c))
+            continue;
+        bool seen = false;
+        for (size_t k = 0; k < j->n_keys; k++)
+            seen |= same_key(j->keys[k].key, c->key);
+        if (seen)
+            continue;
+        struct guarded_key *keys = realloc(j->keys, (j->n_keys + 1) * sizeof *keys);
+        if (!keys)
+            return -1;
+        j->keys = keys;
+        memset(&j->keys[j->n_keys], 0, sizeof j->keys[j->n_keys]);
+        j->keys[j->n_keys++].key = c->key; /* points into j->req */
+    }
+    for (int branch = 0; branch < 2; branch++) {
+        Etcdserverpb__RequestOp **ops = branch ? t->failure : t->success;
+        size_t n = branch ? t->n_failure : t->n_success;
+        for (size_t i = 0; i < n; i++)
+            if (ops[i]->request_case == ETCDSERVERPB__REQUEST_OP__REQUEST_REQUEST_TXN &&
+                ops[i]->request_txn && collect_keys(j, ctx, ops[i]->request_txn) != 0)
+                return -1;
+    }
+    return 0;
+}
+
 int txn_compare_start(transform_ctx *ctx, const uint8_t *msg, size_t len, es_error *err)
 {
     if (!ctx->async)
         return es_error_set(err, GRPC_FAILED_PRECONDITION,
-                            "etcdseal: Txn compare on VALUE of an encrypted key is only supported "
-                            "at the top level of a Txn");
+                            "etcdseal: Txn compare on VALUE of an encrypted key cannot be emulated "
+                            "in this context (no asynchronous call available)");
     txn_job *j = calloc(1, sizeof *j);
     if (!j)
         return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
@@ -411,20 +547,9 @@ int txn_compare_start(transform_ctx *ctx, const uint8_t *msg, size_t len, es_err
         job_free(j);
         return es_error_set(err, GRPC_INVALID_ARGUMENT, "etcdseal: cannot decode TxnRequest");
     }
-    j->keys = calloc(j->req->n_compare ? j->req->n_compare : 1, sizeof *j->keys);
-    if (!j->keys) {
+    if (collect_keys(j, ctx, j->req) != 0) {
         job_free(j);
         return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
-    }
-    for (size_t i = 0; i < j->req->n_compare; i++) {
-        const Etcdserverpb__Compare *c = j->req->compare[i];
-        if (!is_protected_value_compare(ctx, c))
-            continue;
-        bool seen = false;
-        for (size_t k = 0; k < j->n_keys; k++)
-            seen |= same_key(j->keys[k].key, c->key);
-        if (!seen)
-            j->keys[j->n_keys++].key = c->key; /* points into j->req */
     }
     if (j->n_keys == 0) {
         job_free(j);
