@@ -4,6 +4,7 @@
  * and exit 0. Signals are blocked in every thread and taken synchronously here (sigwait), so no
  * handler runs inside a worker. */
 #include <signal.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -15,6 +16,7 @@
 #include "base/metrics.h"
 #include "cmd/commands.h"
 #include "cmd/proxy_options.h"
+#include "crypto/kms.h"
 #include "policy/encryption.h"
 #include "proxy/endpoint.h"
 #include "proxy/tls.h"
@@ -27,6 +29,52 @@ static int check_upstream_ready(void *arg, buf_t *detail)
         return 0;
     buf_appendf(detail, "no connection to any etcd endpoint");
     return 1;
+}
+
+/* KMS plugin health, as kube-apiserver serves it: all providers, or one by index. */
+static int check_kms_providers(void *arg, buf_t *detail)
+{
+    (void)arg;
+    crypto_kms_health h[32];
+    size_t n = crypto_kms_health_list(h, 32);
+    int bad = 0;
+    for (size_t i = 0; i < n && i < 32; i++)
+        if (!h[i].healthy) {
+            buf_appendf(detail, "%s%s: %s", bad ? "; " : "", h[i].name, h[i].last_error);
+            bad = 1;
+        }
+    return bad;
+}
+
+static int check_kms_provider(void *arg, buf_t *detail)
+{
+    size_t index = (size_t)(uintptr_t)arg;
+    crypto_kms_health h[32];
+    size_t n = crypto_kms_health_list(h, 32);
+    if (index >= n || index >= 32) {
+        buf_appendf(detail, "no KMS provider %zu", index);
+        return 1;
+    }
+    if (h[index].healthy)
+        return 0;
+    buf_appendf(detail, "%s: %s", h[index].name, h[index].last_error);
+    return 1;
+}
+
+static void add_kms_checks(admin_server *admin)
+{
+    size_t n = crypto_kms_health_list(NULL, 0);
+    if (n == 0)
+        return;
+    admin_server_add_check(admin, "/healthz/kms-providers", "kms-providers", check_kms_providers,
+                           NULL);
+    admin_server_add_check(admin, "/healthz", "kms-providers", check_kms_providers, NULL);
+    for (size_t i = 0; i < n && i < 32; i++) {
+        char path[64], name[64];
+        snprintf(path, sizeof path, "/healthz/kms-provider-%zu", i);
+        snprintf(name, sizeof name, "kms-provider-%zu", i);
+        admin_server_add_check(admin, path, name, check_kms_provider, (void *)(uintptr_t)i);
+    }
 }
 
 static int build_runtime(const proxy_options *o, proxy_runtime *rt, es_error *err)
@@ -139,6 +187,7 @@ int cmd_proxy(int argc, char **argv)
     }
     if (admin) {
         admin_server_add_check(admin, "/readyz", "etcd-upstream", check_upstream_ready, p);
+        add_kms_checks(admin);
         if (admin_server_start(admin, &err) < 0) {
             fprintf(stderr, "etcdseal proxy: --metrics-addr: %s\n", err.msg);
             proxy_request_shutdown(p);
