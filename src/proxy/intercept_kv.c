@@ -20,6 +20,8 @@
 
 /* err->code of the walk that found a VALUE compare for txn_compare (never leaves this file) */
 #define TXN_NEEDS_EMULATION (TRANSFORM_WOULD_BLOCK + 1)
+/* err->code of the Range walk that found a keys_only sort by VALUE (never leaves this file) */
+#define RANGE_NEEDS_FETCH (TRANSFORM_WOULD_BLOCK + 2)
 
 /* ---------------------------------------------------------------- Txn depth scan */
 
@@ -278,16 +280,28 @@ static int walk_range_response_msg(transform_ctx *ctx, ProtobufCMessage *m, unsi
     if (rc < 0)
         return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "Range: out of memory sorting by value");
     *changed += (unsigned)rc;
+    if (!st->clear_values)
+        return 0;
+    /* a keys_only answer built from fetched values: etcd sends keys_only kvs without values */
+    for (size_t i = 0; i < r->n_kvs; i++)
+        if (r->kvs[i]->value.len) {
+            r->kvs[i]->value.len = 0;
+            r->kvs[i]->value.data = NULL; /* arena memory, wiped with the arena */
+            (*changed)++;
+        }
     return 0;
 }
 
-/* Forwards the request unchanged; records in stream_state when the response must be sorted. */
+/* Forwards the request unchanged; records in stream_state when the response must be sorted, or
+ * asks for the values to be fetched (keys_only, see intercept_kv_range_request). */
 static int walk_range_request_msg(transform_ctx *ctx, ProtobufCMessage *m, unsigned *changed,
                                   es_error *err)
 {
     (void)changed;
     bool descend = false;
     int plan = range_sort_plan(ctx->policy, (Etcdserverpb__RangeRequest *)m, false, &descend, err);
+    if (plan == RANGE_SORT_FETCH)
+        return es_error_set(err, RANGE_NEEDS_FETCH, "Range keys_only sorted by VALUE");
     if (plan <= 0)
         return plan;
     if (!ctx->stream_state)
@@ -296,6 +310,7 @@ static int walk_range_request_msg(transform_ctx *ctx, ProtobufCMessage *m, unsig
     if (!st && !(st = malloc(sizeof(*st))))
         return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "Range: out of memory");
     st->descend = descend;
+    st->clear_values = false;
     *ctx->stream_state = st;
     return 0;
 }
@@ -351,8 +366,15 @@ static intercept_stat stat_txn_resp = INTERCEPT_STAT("Txn", TRANSFORM_RESPONSE);
 int intercept_kv_range_request(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
                                es_error *err)
 {
-    return intercept_run(ctx, &stat_range_req, &etcdserverpb__range_request__descriptor, NULL,
-                         walk_range_request_msg, msg, len, out, err);
+    es_error local = {0};
+    if (!err)
+        err = &local;
+    int rc = intercept_run(ctx, &stat_range_req, &etcdserverpb__range_request__descriptor, NULL,
+                           walk_range_request_msg, msg, len, out, err);
+    if (rc == 0 || err->code != RANGE_NEEDS_FETCH)
+        return rc;
+    es_error_clear(err);
+    return range_sort_fetch_start(ctx, msg, len, err);
 }
 
 int intercept_kv_range_response(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,

@@ -2,6 +2,9 @@
  *
  * The sort is a bottom-up merge sort over the KeyValue pointer array with a total order (value,
  * then key), so the result does not depend on the order etcd returned (etcd sorted ciphertext).
+ * keys_only requests: one internal Range (the client's, with values and without sort) through
+ * ctx->async; its answer goes through the regular Range response transformer with a plan that
+ * sorts and then empties the values, so plaintext never leaves the decode arena.
  */
 #include "proxy/intercept_range_sort.h"
 #include "proxy/grpc_wire.h"
@@ -9,8 +12,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "proxy/intercept_kv.h"
 #include "proxy/intercept_values.h"
 
+#define PATH_RANGE "/etcdserverpb.KV/Range"
 
 static int bytes_cmp(const ProtobufCBinaryData *a, const ProtobufCBinaryData *b)
 {
@@ -73,10 +78,10 @@ int range_sort_plan(const struct policy_encryption *policy, const Etcdserverpb__
     /* etcd leaves an unknown sort_order unsorted (key order): nothing to redo then */
     if (r->sort_target != ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__VALUE || r->count_only ||
         (unsigned)r->sort_order > ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND)
-        return 0;
+        return RANGE_SORT_PASS;
     if (!intercept_range_protected(policy, r->key.data, r->key.len, r->range_end.data,
                                    r->range_end.len))
-        return 0;
+        return RANGE_SORT_PASS;
     char shown[INTERCEPT_KEY_SHOWN_MAX];
     intercept_format_key(shown, sizeof shown, r->key.data, r->key.len);
     if (in_txn)
@@ -84,13 +89,6 @@ int range_sort_plan(const struct policy_encryption *policy, const Etcdserverpb__
                             "etcdseal: Range sorted by VALUE inside a Txn over encrypted keys "
                             "(key \"%s\") cannot be evaluated: etcd would order ciphertext; sort "
                             "by another target or use a plain Range",
-                            shown);
-    if (r->keys_only)
-        return es_error_set(err, GRPC_FAILED_PRECONDITION,
-                            "etcdseal: Range sorted by VALUE with keys_only over encrypted keys "
-                            "(key \"%s\") cannot be evaluated: etcd would order ciphertext and "
-                            "the proxy gets no values to sort; drop keys_only or sort by another "
-                            "target",
                             shown);
     if (r->limit > 0)
         return es_error_set(err, GRPC_FAILED_PRECONDITION,
@@ -100,10 +98,134 @@ int range_sort_plan(const struct policy_encryption *policy, const Etcdserverpb__
                             "plaintext) or sort by another target",
                             shown);
     *descend = r->sort_order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND;
-    return 1;
+    return r->keys_only ? RANGE_SORT_FETCH : RANGE_SORT_RESPONSE;
 }
 
 void range_sort_state_free(void *state)
 {
     free(state);
+}
+
+/* ---------------------------------------------------------------- keys_only: fetch the values */
+
+typedef struct fetch_job {
+    transform_async *async;
+    bool descend;
+} fetch_job;
+
+int range_sort_fetch_request(const uint8_t *msg, size_t len, buf_t *out, bool *descend,
+                             es_error *err)
+{
+    static const uint8_t empty[1];
+    Etcdserverpb__RangeRequest *r =
+        etcdserverpb__range_request__unpack(NULL, len, msg ? msg : empty);
+    if (!r)
+        return es_error_set(err, GRPC_INVALID_ARGUMENT,
+                            "%s: cannot decode RangeRequest (%zu bytes)", PATH_RANGE, len);
+    *descend = r->sort_order == ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__DESCEND;
+    /* etcd would sort ciphertext: no sort at all (key order), the proxy sorts the plaintext */
+    r->keys_only = 0;
+    r->sort_order = ETCDSERVERPB__RANGE_REQUEST__SORT_ORDER__NONE;
+    r->sort_target = ETCDSERVERPB__RANGE_REQUEST__SORT_TARGET__KEY;
+    size_t n = etcdserverpb__range_request__get_packed_size(r);
+    int rc = buf_reserve(out, n);
+    if (rc == 0)
+        out->len += etcdserverpb__range_request__pack(r, out->data + out->len);
+    etcdserverpb__range_request__free_unpacked(r, NULL);
+    if (rc != 0)
+        return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "%s: out of memory", PATH_RANGE);
+    return 0;
+}
+
+static void kms_prefetch_done(void *arg)
+{
+    (void)arg; /* the crypto layer caches the result; a retried call finds it */
+}
+
+int range_sort_keys_only_answer(const transform_ctx *base, bool descend, const uint8_t *msg,
+                                size_t len, buf_t *out, es_error *err)
+{
+    range_sort_state plan = {.descend = descend, .clear_values = true};
+    void *state = &plan;
+    transform_ctx ctx = *base;
+    ctx.dir = TRANSFORM_RESPONSE;
+    ctx.method = PATH_RANGE;
+    ctx.stream_state = &state; /* read only by the response walker, never freed */
+    ctx.async = NULL;
+    /* no parking here: a KMS wait starts the fetch and the call ends UNAVAILABLE */
+    ctx.ready_fn = kms_prefetch_done;
+    ctx.ready_arg = NULL;
+    if (intercept_kv_range_response(&ctx, msg, len, out, err) == 0)
+        return 0;
+    if (err->code == TRANSFORM_WOULD_BLOCK)
+        return es_error_set(err, GRPC_UNAVAILABLE,
+                            "etcdseal: Range sorted by VALUE with keys_only: the KMS key of a "
+                            "value in the range is being fetched; retry");
+    return -1;
+}
+
+static void on_fetch_done(void *arg, int status, const char *status_msg, const uint8_t *msg,
+                          size_t len)
+{
+    fetch_job *j = arg;
+    if (status != GRPC_OK) {
+        /* etcd's own error (compacted revision, permission...) reaches the client unchanged */
+        transform_async_fail(j->async, status, "%s", status_msg ? status_msg : "");
+    } else if (transform_async_cancelled(j->async)) {
+        transform_async_fail(j->async, GRPC_CANCELLED, "etcdseal: client went away");
+    } else {
+        buf_t out = BUF_INIT;
+        es_error err = {0};
+        if (range_sort_keys_only_answer(transform_async_ctx(j->async), j->descend, msg, len, &out,
+                                        &err) == 0)
+            transform_async_respond(j->async, out.data, out.len);
+        else
+            transform_async_fail(
+                j->async, err.code > 0 && err.code < GRPC_STATUS_COUNT ? err.code : GRPC_INTERNAL,
+                "%s", err.msg);
+        buf_free(&out); /* keys, revisions, no values */
+    }
+    free(j);
+}
+
+/* Where no internal call can be made (a caller without ctx->async): the old refusal. */
+static int refuse_no_async(const uint8_t *msg, size_t len, es_error *err)
+{
+    static const uint8_t empty[1];
+    Etcdserverpb__RangeRequest *r =
+        etcdserverpb__range_request__unpack(NULL, len, msg ? msg : empty);
+    char shown[INTERCEPT_KEY_SHOWN_MAX] = "";
+    if (r)
+        intercept_format_key(shown, sizeof shown, r->key.data, r->key.len);
+    etcdserverpb__range_request__free_unpacked(r, NULL);
+    return es_error_set(err, GRPC_FAILED_PRECONDITION,
+                        "etcdseal: Range sorted by VALUE with keys_only over encrypted keys "
+                        "(key \"%s\") cannot be evaluated here: etcd would order ciphertext and "
+                        "the proxy cannot fetch the values; drop keys_only or sort by another "
+                        "target",
+                        shown);
+}
+
+int range_sort_fetch_start(transform_ctx *ctx, const uint8_t *msg, size_t len, es_error *err)
+{
+    if (!ctx->async)
+        return refuse_no_async(msg, len, err);
+    fetch_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return es_error_set(err, GRPC_RESOURCE_EXHAUSTED, "%s: out of memory", PATH_RANGE);
+    j->async = ctx->async;
+    buf_t req = BUF_INIT;
+    if (range_sort_fetch_request(msg, len, &req, &j->descend, err) != 0) {
+        buf_free(&req);
+        free(j);
+        return -1;
+    }
+    int rc = transform_async_call(j->async, PATH_RANGE, req.data, req.len, on_fetch_done, j);
+    buf_free(&req);
+    if (rc != 0) {
+        free(j);
+        return es_error_set(err, GRPC_UNAVAILABLE,
+                            "etcdseal: cannot send the Range that fetches values to sort");
+    }
+    return TRANSFORM_PENDING;
 }
