@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
@@ -758,15 +759,20 @@ int crypto_kms_wait_ready(crypto_kms *k, double timeout_s, es_error *err)
         }
         ready_wait w = {.mu = PTHREAD_MUTEX_INITIALIZER};
         pthread_cond_init(&w.cv, NULL);
-        if (crypto_kms_await(k, CRYPTO_AWAIT_ENCRYPT, NULL, 0, ready_wait_fn, &w, err) != 0) {
+        int rc2 = crypto_kms_await(k, CRYPTO_AWAIT_ENCRYPT, NULL, 0, ready_wait_fn, &w, err);
+        if (rc2 < 0) {
             pthread_cond_destroy(&w.cv);
             return -1;
         }
         pthread_mutex_lock(&w.mu);
-        while (!w.done)
+        while (rc2 == 1 && !w.done)
             pthread_cond_wait(&w.cv, &w.mu);
         pthread_mutex_unlock(&w.mu);
         pthread_cond_destroy(&w.cv);
+        if (rc2 == 0) { /* nothing armed (e.g. a v1 refill between calls): poll */
+            struct timespec ts = {0, 10 * 1000 * 1000};
+            nanosleep(&ts, NULL);
+        }
     }
     return es_error_set(err, CRYPTO_ERR_UNAVAILABLE, "kms provider \"%s\": not ready after %gs",
                         k->name, timeout_s);

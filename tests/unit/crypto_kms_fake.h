@@ -9,6 +9,7 @@
 #define ETCDSEAL_CRYPTO_KMS_FAKE_H
 
 #include <signal.h>
+#include <spawn.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -16,6 +17,8 @@
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
+
+extern char **environ;
 
 typedef struct fake_kms {
     pid_t pid;
@@ -98,13 +101,10 @@ static int fake_kms_start_flags(fake_kms *fk, const char *listen, const char *fl
         p += strlen(p) + 1;
     }
     argv[a] = NULL;
-    pid_t pid = fork();
-    if (pid < 0)
+    /* posix_spawn, not fork: gRPC's atfork handlers make fork() in a gRPC process fragile */
+    pid_t pid;
+    if (posix_spawn(&pid, bin, NULL, NULL, (char *const *)argv, environ) != 0)
         return -1;
-    if (pid == 0) {
-        execv(bin, (char *const *)argv);
-        _exit(127);
-    }
     fk->pid = pid;
     for (int i = 0; i < 500; i++) { /* up to 5 s */
         struct stat st;
