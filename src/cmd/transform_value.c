@@ -216,13 +216,14 @@ static int run(int argc, char **argv, int encrypt)
             goto out;
         fprintf(stderr, "not protected: no rule covers key \"%s\" (value passed through)\n", key);
     } else if (encrypt) {
-        if (crypto_chain_encrypt(chain, k, klen, vdata, value->len, &out, &err) != 0) {
+        if (crypto_chain_encrypt_blocking(chain, k, klen, vdata, value->len, &out, &err) != 0) {
             fprintf(stderr, "etcdseal encrypt: key \"%s\": %s\n", key, err.msg);
             goto out;
         }
     } else {
         crypto_read_info info = {0};
-        if (crypto_chain_decrypt(chain, k, klen, vdata, value->len, &out, &info, &err) != 0) {
+        if (crypto_chain_decrypt_blocking(chain, k, klen, vdata, value->len, &out, &info, &err) !=
+            0) {
             fprintf(stderr, "etcdseal decrypt: key \"%s\": %s\n", key, err.msg);
             goto out;
         }

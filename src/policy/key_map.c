@@ -378,7 +378,7 @@ static int literal_lookup(const policy_keymap *m, const uint8_t *key, size_t len
         size_t mid = lo + (hi - lo) / 2;
         const literal *l = &m->lits[mid];
         size_t n = l->len < len ? l->len : len;
-        int c = memcmp(l->prefix, key, n);
+        int c = n ? memcmp(l->prefix, key, n) : 0; /* key may be NULL when empty */
         if (c < 0 || (c == 0 && l->len <= len))
             lo = mid + 1;
         else
@@ -387,7 +387,7 @@ static int literal_lookup(const policy_keymap *m, const uint8_t *key, size_t len
     int i = (int)lo - 1;
     while (i >= 0) {
         const literal *l = &m->lits[i];
-        if (l->len <= len && memcmp(l->prefix, key, l->len) == 0)
+        if (l->len <= len && (l->len == 0 || memcmp(l->prefix, key, l->len) == 0))
             return l->target;
         i = l->parent;
     }
