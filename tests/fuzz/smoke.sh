@@ -12,9 +12,11 @@ for bin in build-fuzz/*_fuzz; do
   corpus=tests/fuzz/corpus/${name%_fuzz}
   work=$(mktemp -d)
   [ -d "$corpus" ] && cp -r "$corpus"/. "$work"/ 2>/dev/null
-  if "$bin" -max_total_time="$T" -rss_limit_mb=2048 -artifact_prefix="build-fuzz/$name-" "$work" \
+  if "$bin" -max_total_time="$T" -print_final_stats=1 -rss_limit_mb=2048 -artifact_prefix="build-fuzz/$name-" "$work" \
       >"build-fuzz/$name.log" 2>&1; then
-    echo "PASS fuzz $name ($(grep -o 'stat::number_of_executed_units: [0-9]*' "build-fuzz/$name.log" | awk '{print $2}') execs; $(tail -1 "build-fuzz/$name.log" | head -c 120))"
+    execs=$(grep -o 'stat::number_of_executed_units: [0-9]*' "build-fuzz/$name.log" | awk '{print $2}')
+    cov=$(grep -o 'cov: [0-9]*' "build-fuzz/$name.log" | tail -1 | awk '{print $2}')
+    echo "PASS fuzz $name (${execs:-?} execs in ${T}s, coverage ${cov:-?} edges)"
   else
     echo "FAIL fuzz $name (see build-fuzz/$name.log)"
     tail -30 "build-fuzz/$name.log" | sed 's/^/  /'
