@@ -45,6 +45,7 @@ start_plugin() {
   PLUGIN_LOG=$T/plugin-$_PN.log
   bg "$ES_BIN" kms-plugin --listen "$addr" "$@" 2>"$PLUGIN_LOG"
   PLUGIN_PID=$BG_PID
+  disown "$PLUGIN_PID" # no "Killed" job notice when the test SIGKILLs it
   if ! wait_until 10 "$KC" --addr "$addr" --timeout-ms 500 status; then
     note "plugin did not answer Status:"
     show_log "$PLUGIN_LOG"
@@ -56,7 +57,7 @@ plugin_counts() {
   local n line
   n=$(grep -c 'when=usr1' "$PLUGIN_LOG")
   kill -USR1 "$PLUGIN_PID" 2>/dev/null
-  wait_until 3 test "$(grep -c 'when=usr1' "$PLUGIN_LOG")" -gt "$n"
+  wait_until 3 usr1_lines_above "$n"
   line=$(grep 'msg="kms-plugin calls" when=usr1' "$PLUGIN_LOG" | tail -1)
   P_ST=$(fieldv status "$line")
   P_ENC=$(fieldv encrypt "$line")
@@ -82,6 +83,8 @@ kms_config() {
   chmod 600 "$f"
 }
 kms_healthz() { http_code "http://$ADMIN/healthz/kms-providers"; }
+kms_healthz_is() { [ "$(kms_healthz)" = "$1" ]; } # for wait_until (re-evaluated every poll)
+usr1_lines_above() { [ "$(grep -c 'when=usr1' "$PLUGIN_LOG")" -gt "$1" ]; }
 # proxy_up CONF: a proxy on new ports in front of $DIRECT; VIA, ADMIN; ready and KMS healthy.
 proxy_up() {
   ports 2
@@ -90,7 +93,7 @@ proxy_up() {
   VIA=127.0.0.1:${PORTS[0]}
   ADMIN=127.0.0.1:${PORTS[1]}
   wait_ready "$ADMIN" 15 || { note "/readyz not 200"; show_log "$PROXY_LOG"; return 1; }
-  wait_until 10 test "$(kms_healthz)" = 200 || { note "/healthz/kms-providers not 200"; show_log "$PROXY_LOG"; return 1; }
+  wait_until 10 kms_healthz_is 200 || { note "/healthz/kms-providers not 200"; show_log "$PROXY_LOG"; return 1; }
 }
 ec() { "$ENC_CLIENT" -a "$VIA" -t 10 "$@"; }
 # puts FILE PFX NAME FROM TO: command file putting PFX/NAME/i = MARKER NAME/i
@@ -250,7 +253,7 @@ run_backend() {
   fi
   if ! raw_value "$T/raw" "$DIRECT" "$pfx/down/$i"; then pass "$b: refused write not in etcd"; else fail "$b: refused write not in etcd" "$pfx/down/$i exists"; fi
   read_check "$b: plugin down past the expiry: reads under cached seeds still work" "$pfx" 30 "$T/down-gets.cmd"
-  wait_until 5 test "$(kms_healthz)" = 503
+  wait_until 5 kms_healthz_is 503
   out=$(curl -s -m 3 "http://$ADMIN/healthz/kms-providers")
   if [ "$(kms_healthz)" = 503 ] && [[ "$out" == *"$name"* ]]; then
     pass "$b: /healthz/kms-providers 503 naming the provider"
@@ -275,7 +278,7 @@ run_backend() {
   else
     fail "$b: plugin back: writes resume" "$(ec put "$pfx/back/1" "${MARKER}back/1" 2>&1)"
   fi
-  if alive "$proxy_pid" && [ "$PROXY_PID" = "$proxy_pid" ] && wait_until 5 test "$(kms_healthz)" = 200; then
+  if alive "$proxy_pid" && [ "$PROXY_PID" = "$proxy_pid" ] && wait_until 5 kms_healthz_is 200; then
     pass "$b: plugin back: same proxy process, /healthz/kms-providers 200"
   else
     fail "$b: plugin back: proxy health" "alive=$(alive "$proxy_pid" && echo yes) healthz=$(kms_healthz)"
@@ -395,9 +398,19 @@ if start_plugin "$FADDR" --backend file --key-file "$T/key-f"; then
     if proxy_up "$T/failover.yaml"; then
       plugin_counts
       d0=$P_DEC
-      read_check "failover: cold proxy reads every value" /kmsfo 500 -- get /kmsfo/fo/ prefix
+      # the first reads come from 4 clients at once (4 connections, spread over the workers)
+      for c in 0 1 2 3; do
+        gets_file "$T/fo-$c.cmd" /kmsfo fo $((c + 1)) 500 4
+        ec -f "$T/fo-$c.cmd" >"$T/fo-$c.out" 2>&1 &
+        FO_PIDS[c]=$!
+      done
+      for c in 0 1 2 3; do wait "${FO_PIDS[c]}"; done
+      cat "$T"/fo-[0-3].out >"$T/fo-all.out"
+      res=$(python3 "$KFIX/kms_check_range.py" /kmsfo/ "$MARKER" 500 <"$T/fo-all.out")
+      check "failover: cold proxy, 4 concurrent clients read every value ($res)" test $? = 0
+      read_check "failover: cold proxy reads every value in one range" /kmsfo 500 -- get /kmsfo/fo/ prefix
       plugin_counts
-      check "failover: cold read cost one Decrypt at the second endpoint ($P_LINE)" test $((P_DEC - d0)) = 1
+      check "failover: cold concurrent reads cost one Decrypt at the second endpoint ($P_LINE)" test $((P_DEC - d0)) = 1
     else
       fail "failover: proxy restart" "see log above"
     fi

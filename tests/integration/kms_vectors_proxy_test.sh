@@ -68,7 +68,8 @@ done
 start_etcd e0
 DIRECT=$ETCD_EP_e0
 setup_via "$DIRECT" --encryption-provider-config "$T/vectors.yaml"
-if wait_until 15 test "$(http_code "http://$ADMIN/healthz/kms-providers")" = 200; then
+kms_healthz_ok() { [ "$(http_code "http://$ADMIN/healthz/kms-providers")" = 200 ]; }
+if wait_until 15 kms_healthz_ok; then
   pass "/healthz/kms-providers 200 with the fake plugins"
 else
   fail "/healthz/kms-providers" "$(curl -s -m 3 "http://$ADMIN/healthz/kms-providers")"
