@@ -3,7 +3,11 @@
  * SIGTERM/SIGINT stop accepting, GOAWAY clients, let unary calls finish (--shutdown-timeout)
  * and exit 0. Signals are blocked in every thread and taken synchronously here (sigwait), so no
  * handler runs inside a worker. */
+#include <poll.h>
 #include <signal.h>
+#include <stdatomic.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -16,6 +20,7 @@
 #include "base/metrics.h"
 #include "cmd/commands.h"
 #include "cmd/proxy_options.h"
+#include "cmd/proxy_reload.h"
 #include "crypto/kms.h"
 #include "policy/encryption.h"
 #include "proxy/endpoint.h"
@@ -85,10 +90,11 @@ static int build_runtime(const proxy_options *o, proxy_runtime *rt, es_error *er
         return es_error_prefix(err, "--listen-addr");
     snprintf(rt->listen_port, sizeof rt->listen_port, "%u", port);
     if (o->cert_file[0]) {
-        rt->server_tls = tls_server_ctx_new(o->cert_file, o->key_file, o->trusted_ca_file,
-                                            o->client_cert_auth, err);
-        if (!rt->server_tls)
+        SSL_CTX *tls = tls_server_ctx_new(o->cert_file, o->key_file, o->trusted_ca_file,
+                                          o->client_cert_auth, err);
+        if (!tls)
             return -1;
+        atomic_store(&rt->server_tls, tls);
     }
     bool client_tls = o->cacert[0] || o->cert[0] || o->insecure_skip_tls_verify;
     rt->endpoints = calloc(o->n_endpoints, sizeof *rt->endpoints);
@@ -121,12 +127,46 @@ static int build_runtime(const proxy_options *o, proxy_runtime *rt, es_error *er
 
 static void free_runtime(proxy_runtime *rt)
 {
-    if (rt->server_tls)
-        SSL_CTX_free(rt->server_tls);
+    SSL_CTX *tls = atomic_load(&rt->server_tls);
+    if (tls)
+        SSL_CTX_free(tls);
     if (rt->client_tls)
         SSL_CTX_free(rt->client_tls);
-    policy_encryption_unref(rt->policy);
+    policy_encryption_unref(atomic_load(&rt->policy));
     free(rt->endpoints);
+}
+
+/* The main thread's loop: signals (through a signalfd, so no handler runs anywhere), file
+ * changes for automatic reload, and a 1 s tick that frees retired configurations. Returns when
+ * SIGTERM/SIGINT arrives (0) or on a setup error (-1). */
+static int wait_for_signals(const sigset_t *sigs, proxy_reloader *reloader, double timeout_s)
+{
+    int sfd = signalfd(-1, sigs, SFD_CLOEXEC);
+    if (sfd < 0)
+        return -1;
+    for (;;) {
+        struct pollfd fds[2] = {{sfd, POLLIN, 0}, {proxy_reloader_watch_fd(reloader), POLLIN, 0}};
+        int n = poll(fds, fds[1].fd >= 0 ? 2 : 1, 1000);
+        proxy_reloader_tick(reloader);
+        if (n <= 0)
+            continue;
+        if (fds[1].fd >= 0 && (fds[1].revents & POLLIN))
+            proxy_reloader_on_watch(reloader);
+        if (!(fds[0].revents & POLLIN))
+            continue;
+        struct signalfd_siginfo si;
+        if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si)
+            continue;
+        if (si.ssi_signo == SIGHUP) {
+            log_info("SIGHUP received: reloading the encryption configuration and certificates");
+            proxy_reloader_reload_all(reloader);
+            continue;
+        }
+        log_info("shutting down|signal=%s timeout_s=%.1f",
+                 si.ssi_signo == SIGTERM ? "SIGTERM" : "SIGINT", timeout_s);
+        close(sfd);
+        return 0;
+    }
 }
 
 int cmd_proxy(int argc, char **argv)
@@ -153,6 +193,7 @@ int cmd_proxy(int argc, char **argv)
     pthread_sigmask(SIG_BLOCK, &sigs, NULL);
 
     proxy_runtime rt;
+    proxy_reloader *reloader = NULL;
     admin_server *admin = NULL;
     proxy *p = NULL;
     int exit_code = 1;
@@ -162,13 +203,14 @@ int cmd_proxy(int argc, char **argv)
     }
     if (o.encryption_provider_config[0]) {
         /* load fully before serving anything: a config that fails to load stops the start */
-        if (policy_encryption_load(o.encryption_provider_config, o.storage_prefix, &rt.policy,
-                                   &err) < 0) {
+        struct policy_encryption *pol = NULL;
+        if (proxy_load_encryption(&o, &pol, &err) < 0) {
             fprintf(stderr, "etcdseal proxy: --encryption-provider-config: %s\n", err.msg);
             goto out;
         }
+        atomic_store(&rt.policy, pol);
         log_info("encryption configuration loaded|file=%s rules=%zu storage_prefix=%s",
-                 o.encryption_provider_config, policy_encryption_rule_count(rt.policy),
+                 o.encryption_provider_config, policy_encryption_rule_count(pol),
                  o.storage_prefix);
     } else {
         log_warn("no --encryption-provider-config: values pass through unencrypted");
@@ -196,20 +238,11 @@ int cmd_proxy(int argc, char **argv)
     }
     log_info("etcdseal proxy started|listen=%s tls=%s client_cert_auth=%s endpoints=%zu "
              "workers=%d metrics=%s",
-             o.listen_addr, rt.server_tls ? "on" : "off", o.client_cert_auth ? "on" : "off",
+             o.listen_addr, atomic_load(&rt.server_tls) ? "on" : "off", o.client_cert_auth ? "on" : "off",
              rt.n_endpoints, o.workers, o.metrics_addr[0] ? o.metrics_addr : "off");
-    for (;;) {
-        int sig = 0;
-        if (sigwait(&sigs, &sig) != 0)
-            continue;
-        if (sig == SIGHUP) {
-            log_info("SIGHUP received: nothing to reload yet in this build");
-            continue;
-        }
-        log_info("shutting down|signal=%s timeout_s=%.1f", sig == SIGTERM ? "SIGTERM" : "SIGINT",
-                 o.shutdown_timeout);
-        break;
-    }
+    reloader = proxy_reloader_new(&o, &rt);
+    if (!reloader || wait_for_signals(&sigs, reloader, o.shutdown_timeout) < 0)
+        log_error("signal handling failed; shutting down");
     proxy_request_shutdown(p);
     proxy_wait(p);
     exit_code = 0;
@@ -218,6 +251,7 @@ out:
     if (admin)
         admin_server_stop(admin);
     proxy_free(p);
+    proxy_reloader_free(reloader);
     free_runtime(&rt);
     proxy_options_free(&o);
     return exit_code;

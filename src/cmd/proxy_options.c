@@ -89,6 +89,11 @@ static const struct opt_def options[] = {
     {"encryption-provider-config", OPT_STRING, FIELD(encryption_provider_config), 0, "",
      "kube-apiserver EncryptionConfiguration file naming the prefixes to encrypt (empty = "
      "encrypt nothing)"},
+    {"encryption-provider-config-automatic-reload", OPT_BOOL,
+     FIELD(encryption_provider_config_automatic_reload), 0, "false",
+     "reload the EncryptionConfiguration when the file changes (SIGHUP always reloads it)"},
+    {"allow-insecure-key-file", OPT_BOOL, FIELD(allow_insecure_key_file), 0, "false",
+     "accept an EncryptionConfiguration holding keys that group or others can read (logged)"},
     {"storage-prefix", OPT_STRING, FIELD(storage_prefix), 0, "/registry",
      "etcd key prefix of Kubernetes resources named in the EncryptionConfiguration"},
     {"log-level", OPT_STRING, FIELD(log_level), 0, "info", "debug, info, warn or error"},

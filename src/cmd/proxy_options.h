@@ -41,6 +41,8 @@ typedef struct proxy_options {
     double keepalive_timeout;         /* --upstream-keepalive-timeout, default 5s */
     size_t max_message_bytes;         /* --max-message-bytes, default 2 GiB - 1 */
     char *encryption_provider_config; /* --encryption-provider-config */
+    bool encryption_provider_config_automatic_reload; /* reload when the file changes */
+    bool allow_insecure_key_file; /* accept key files readable by group/others */
     char *storage_prefix;             /* --storage-prefix, default "/registry" */
     char *log_level;                  /* --log-level debug|info|warn|error, default info */
 } proxy_options;

@@ -4,6 +4,7 @@
  * client sends endpoint strings such as "unix://host:1234" as :authority, which etcd accepts; the
  * relay checks what gRPC needs itself (relay_on_request_headers). */
 #include <pthread.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -130,8 +131,9 @@ int downstream_accept(worker *w, int fd, const char *peer)
     const proxy_runtime *rt = w->rt;
     struct bufferevent *bev;
     int opts = BEV_OPT_CLOSE_ON_FREE;
-    if (rt->server_tls) {
-        SSL *ssl = SSL_new(rt->server_tls);
+    SSL_CTX *tls = atomic_load((_Atomic(SSL_CTX *) *)&rt->server_tls);
+    if (tls) {
+        SSL *ssl = SSL_new(tls); /* the SSL holds its own reference to the context */
         if (!ssl)
             return -1;
         bev = bufferevent_openssl_socket_new(w->base, fd, ssl, BUFFEREVENT_SSL_ACCEPTING, opts);

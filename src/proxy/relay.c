@@ -8,11 +8,13 @@
  * let go of it.
  */
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/log.h"
+#include "policy/encryption.h"
 #include "proxy/relay.h"
 #include "proxy/transform.h"
 #include "proxy/worker.h"
@@ -150,6 +152,8 @@ static void relay_maybe_free(relay_stream *rs)
         grpc_reasm_free(&rs->resp_reasm);
     buf_free(&rs->sent_log);
     buf_wipe_free(&rs->internal_msg);
+    if (rs->policy && !rs->internal)
+        policy_encryption_unref(rs->policy);
     for (int d = 0; d < 2; d++)
         if (rs->parked_in[d])
             evbuffer_free(rs->parked_in[d]);
@@ -247,7 +251,7 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
     transform_ctx ctx = {
         .dir = dir,
         .method = rs->method->path,
-        .policy = rt->policy,
+        .policy = rs->policy,
         .advertise_urls = rt->advertise_urls,
         .n_advertise_urls = rt->n_advertise_urls,
         .stream_state = &rs->xform_state,
@@ -412,6 +416,11 @@ void relay_on_request_headers(relay_stream *rs)
         return;
     }
     size_t max = rs->w->rt->max_message_bytes;
+    if (rs->method->request_transform || rs->method->response_transform) {
+        struct policy_encryption *p =
+            atomic_load((_Atomic(struct policy_encryption *) *)&rs->w->rt->policy);
+        rs->policy = p ? policy_encryption_ref(p) : NULL;
+    }
     if (rs->method->request_transform) {
         grpc_reasm_init(&rs->req_reasm, max);
         rs->req_reasm_on = true;
@@ -828,6 +837,7 @@ int transform_async_call(transform_async *a, const char *path, const uint8_t *re
     rs->internal_cb = cb;
     rs->internal_arg = arg;
     rs->internal_parent = p;
+    rs->policy = p->policy;
     rs->us_id = -1;
     rs->us_closed = true;
     rs->status = -1;

@@ -143,6 +143,8 @@ typedef struct relay_stream {
     struct relay_stream *internal_parent;
     bool internal_done;
     buf_t internal_msg;
+    /* the encryption policy this call started with (a reload does not change it midway) */
+    struct policy_encryption *policy;
     /* a direction whose current message waits for a KMS result (TRANSFORM_WOULD_BLOCK):
      * input arriving meanwhile waits in parked_in[dir] */
     bool parked[2];

@@ -32,7 +32,10 @@ struct policy_encryption;
 typedef struct proxy_runtime {
     char listen_host[256];
     char listen_port[8];
-    SSL_CTX *server_tls; /* NULL: cleartext h2 (prior knowledge) */
+    /* Swapped by a reload: read with atomic_load. A reload retires the old object and frees it
+     * only after a grace period, so a worker that loaded the pointer can still take its
+     * reference (SSL_new / policy_encryption_ref). NULL server_tls: cleartext h2. */
+    _Atomic(SSL_CTX *) server_tls;
     SSL_CTX *client_tls; /* NULL: upstream cleartext */
     bool upstream_verify;
     endpoint *endpoints;
@@ -45,7 +48,7 @@ typedef struct proxy_runtime {
     double keepalive_time;
     double keepalive_timeout;
     size_t max_message_bytes;
-    struct policy_encryption *policy; /* may be NULL */
+    _Atomic(struct policy_encryption *) policy; /* may be NULL; see server_tls */
 } proxy_runtime;
 
 struct method_metrics {
