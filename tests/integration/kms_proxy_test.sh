@@ -52,14 +52,14 @@ start_plugin() {
     return 1
   fi
 }
-# plugin_counts: SIGUSR1 to PLUGIN_PID, waits (3 s) for the new counts line; sets P_ST P_ENC P_DEC.
+# plugin_counts: SIGUSR1 to PLUGIN_PID, waits (3 s) for the new counts line; sets P_ENC P_DEC and
+# P_LINE (the counts as logged).
 plugin_counts() {
   local n line
   n=$(grep -c 'when=usr1' "$PLUGIN_LOG")
   kill -USR1 "$PLUGIN_PID" 2>/dev/null
   wait_until 3 usr1_lines_above "$n"
   line=$(grep 'msg="kms-plugin calls" when=usr1' "$PLUGIN_LOG" | tail -1)
-  P_ST=$(fieldv status "$line")
   P_ENC=$(fieldv encrypt "$line")
   P_DEC=$(fieldv decrypt "$line")
   P_LINE=${line#*when=usr1 }
@@ -159,7 +159,8 @@ run_backend() {
 
   # --- 10,000 puts, one Encrypt
   puts_file "$T/bulk.cmd" "$pfx" bulk 1 10000
-  local t0=$(now_ms)
+  local t0
+  t0=$(now_ms)
   ec -t 60 -f "$T/bulk.cmd" >"$T/bulk.out" 2>&1
   local rc=$? ms=$(($(now_ms) - t0))
   local nok
@@ -421,5 +422,17 @@ if start_plugin "$FADDR" --backend file --key-file "$T/key-f"; then
   stop_pid "$PLUGIN_PID" 5
 else
   fail "failover: plugin start" "see log above"
+fi
+
+# the plugins are this build's binary too: sanitizer reports (ASan build) and leaked secrets
+if grep -lE 'ERROR: (Address|Leak)Sanitizer|runtime error:' "$T"/plugin-*.log >"$T/san" 2>/dev/null; then
+  fail "plugins sanitizer clean" "$(tr '\n' ' ' <"$T/san")"
+else
+  pass "plugins sanitizer clean ($_PN plugin runs)"
+fi
+if grep -qF "$MARKER" "$T"/plugin-*.log "$T"/proxy-*.log; then
+  fail "no plaintext in plugin or proxy logs" "$(grep -lF "$MARKER" "$T"/plugin-*.log "$T"/proxy-*.log | tr '\n' ' ')"
+else
+  pass "no plaintext in plugin or proxy logs"
 fi
 exit 0
