@@ -306,6 +306,15 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
     return 0;
 }
 
+/* Keeps input of a direction whose current message is parked (waiting for KMS). */
+static void stash_parked(relay_stream *rs, enum transform_dir dir, const uint8_t *data, size_t len)
+{
+    if (!rs->parked_in[dir])
+        rs->parked_in[dir] = evbuffer_new();
+    if (!rs->parked_in[dir] || evbuffer_add(rs->parked_in[dir], data, len) != 0)
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+}
+
 /* Feeds DATA of one direction through the reassembler and transformer into dst. */
 static void feed_messages(relay_stream *rs, grpc_reasm *r, transform_fn fn, enum transform_dir dir,
                           const uint8_t *data, size_t len, struct evbuffer *dst)
@@ -320,12 +329,8 @@ static void feed_messages(relay_stream *rs, grpc_reasm *r, transform_fn fn, enum
             const uint8_t *m = grpc_reasm_message(r, &mlen);
             int rc = run_transform(rs, fn, dir, m, mlen, dst);
             if (rc == 2) { /* parked: keep what follows until the re-run */
-                if (len > 0) {
-                    if (!rs->parked_in[dir])
-                        rs->parked_in[dir] = evbuffer_new();
-                    if (!rs->parked_in[dir] || evbuffer_add(rs->parked_in[dir], data, len) != 0)
-                        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
-                }
+                if (len > 0)
+                    stash_parked(rs, dir, data, len);
                 return;
             }
             if (rc != 0)
@@ -444,11 +449,7 @@ void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len)
         return;
     }
     if (rs->parked[TRANSFORM_REQUEST]) {
-        if (evbuffer_add(rs->parked_in[TRANSFORM_REQUEST] ? rs->parked_in[TRANSFORM_REQUEST]
-                                                          : (rs->parked_in[TRANSFORM_REQUEST] =
-                                                                 evbuffer_new()),
-                         data, len) != 0)
-            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        stash_parked(rs, TRANSFORM_REQUEST, data, len);
         return; /* window released when the parked bytes are processed */
     }
     if (rs->req_reasm_on)
@@ -691,11 +692,7 @@ void relay_on_upstream_data(relay_stream *rs, const uint8_t *data, size_t len)
         return;
     }
     if (rs->parked[TRANSFORM_RESPONSE]) {
-        if (evbuffer_add(rs->parked_in[TRANSFORM_RESPONSE] ? rs->parked_in[TRANSFORM_RESPONSE]
-                                                           : (rs->parked_in[TRANSFORM_RESPONSE] =
-                                                                  evbuffer_new()),
-                         data, len) != 0)
-            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        stash_parked(rs, TRANSFORM_RESPONSE, data, len);
         return;
     }
     if (rs->resp_reasm_on)

@@ -129,22 +129,31 @@ static void start_read(txn_job *j);
 static void restore_response(const txn_job *j, const Etcdserverpb__TxnRequest *t,
                              Etcdserverpb__TxnResponse *resp);
 
+/* The common head of both callbacks: etcd's own error goes to the client unchanged (e.g.
+ * request too large, permission denied); otherwise the decoded TxnResponse (NULL: the job is
+ * already failed and freed). */
+static Etcdserverpb__TxnResponse *job_response(txn_job *j, int status, const char *status_msg,
+                                               const uint8_t *msg, size_t len)
+{
+    if (status != GRPC_OK) {
+        transform_async_fail(j->async, status, "%s", status_msg ? status_msg : "");
+        job_free(j);
+        return NULL;
+    }
+    Etcdserverpb__TxnResponse *resp = etcdserverpb__txn_response__unpack(NULL, len, msg);
+    if (!resp)
+        job_fail(j, GRPC_INTERNAL, "etcdseal: cannot decode etcd's Txn response");
+    return resp;
+}
+
 /* ------------------------------------------------------------------ step 3: write */
 static void on_write_done(void *arg, int status, const char *status_msg, const uint8_t *msg,
                           size_t len)
 {
     txn_job *j = arg;
-    if (status != GRPC_OK) {
-        /* etcd's own error (e.g. request too large, permission) goes to the client unchanged */
-        transform_async_fail(j->async, status, "%s", status_msg ? status_msg : "");
-        job_free(j);
+    Etcdserverpb__TxnResponse *resp = job_response(j, status, status_msg, msg, len);
+    if (!resp)
         return;
-    }
-    Etcdserverpb__TxnResponse *resp = etcdserverpb__txn_response__unpack(NULL, len, msg);
-    if (!resp) {
-        job_fail(j, GRPC_INTERNAL, "etcdseal: cannot decode etcd's Txn response");
-        return;
-    }
     if (!resp->succeeded) { /* a guard failed: a concurrent write; read again */
         etcdserverpb__txn_response__free_unpacked(resp, NULL);
         if (j->tries >= TXN_COMPARE_MAX_TRIES) {
@@ -407,15 +416,11 @@ static void on_read_done(void *arg, int status, const char *status_msg, const ui
                          size_t len)
 {
     txn_job *j = arg;
-    if (status != GRPC_OK) {
-        transform_async_fail(j->async, status, "%s", status_msg ? status_msg : "");
-        job_free(j);
+    Etcdserverpb__TxnResponse *resp = job_response(j, status, status_msg, msg, len);
+    if (!resp)
         return;
-    }
-    Etcdserverpb__TxnResponse *resp = etcdserverpb__txn_response__unpack(NULL, len, msg);
-    if (!resp || resp->n_responses != j->n_keys) {
-        if (resp)
-            etcdserverpb__txn_response__free_unpacked(resp, NULL);
+    if (resp->n_responses != j->n_keys) {
+        etcdserverpb__txn_response__free_unpacked(resp, NULL);
         job_fail(j, GRPC_INTERNAL, "etcdseal: unexpected response to the compare read");
         return;
     }
