@@ -11,6 +11,7 @@ int cmd_keygen(int argc, char **argv);
 int cmd_encrypt(int argc, char **argv);
 int cmd_decrypt(int argc, char **argv);
 int cmd_kms_plugin(int argc, char **argv);
+int cmd_help(int argc, char **argv);
 
 #define ETCDSEAL_VERSION "0.1.0"
 

@@ -18,6 +18,7 @@ static const struct subcommand subcommands[] = {
     {"check-config", cmd_check_config, "validate an EncryptionConfiguration, show rules"},
     {"decrypt", cmd_decrypt, "decrypt one stored etcd value (stdin -> stdout)"},
     {"encrypt", cmd_encrypt, "encrypt one etcd value as the proxy would (stdin -> stdout)"},
+    {"help", cmd_help, "print the manual: help TOPIC (a command, configuration...), help --roff"},
     {"keygen", cmd_keygen, "print a new random base64 key for aesgcm/aescbc/secretbox"},
     {"kms-plugin", cmd_kms_plugin, "run the bundled KMS v2 plugin (pkcs11 or file KEK)"},
     {"proxy", cmd_proxy, "run the transparent etcd proxy"},
@@ -50,7 +51,7 @@ int main(int argc, char **argv)
     }
     signal(SIGPIPE, SIG_IGN);
     if (argc < 2 || strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 ||
-        strcmp(argv[1], "help") == 0) {
+        (strcmp(argv[1], "help") == 0 && argc < 3)) {
         usage(argc < 2 ? stderr : stdout);
         return argc < 2 ? 2 : 0;
     }
