@@ -279,8 +279,7 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
     if (rc != 0 && err.code == TRANSFORM_WOULD_BLOCK) {
         if (++rs->park_count > 16) {
             relay_finish_local(rs, GRPC_UNAVAILABLE,
-                               "etcdseal: KMS result still not available for %s",
-                               rs->method->path);
+                               "etcdseal: KMS result still not available for %s", rs->method->path);
             return -1;
         }
         rs->parked[dir] = true; /* the transformer armed the wake-up */
@@ -415,9 +414,8 @@ void relay_on_request_headers(relay_stream *rs)
     rs->method = method_lookup((const char *)path.base, path.len);
     if (!rs->method) {
         /* fail closed: an unknown method could return stored values we cannot interpret */
-        relay_finish_local(rs, GRPC_UNIMPLEMENTED,
-                           "etcdseal: unknown method %.*s is not relayed", (int)path.len,
-                           (const char *)path.base);
+        relay_finish_local(rs, GRPC_UNIMPLEMENTED, "etcdseal: unknown method %.*s is not relayed",
+                           (int)path.len, (const char *)path.base);
         return;
     }
     size_t max = rs->w->rt->max_message_bytes;
@@ -559,8 +557,8 @@ int relay_submit_upstream(relay_stream *rs, h2conn *us)
 
 /* ------------------------------------------------------------------ upstream -> client */
 static ssize_t downstream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
-                                  size_t length, uint32_t *data_flags,
-                                  nghttp2_data_source *source, void *user_data)
+                                  size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                                  void *user_data)
 {
     (void)stream_id;
     (void)user_data;
@@ -696,8 +694,8 @@ void relay_on_upstream_data(relay_stream *rs, const uint8_t *data, size_t len)
         return;
     }
     if (rs->resp_reasm_on)
-        feed_messages(rs, &rs->resp_reasm, rs->method->response_transform, TRANSFORM_RESPONSE,
-                      data, len, rs->to_down);
+        feed_messages(rs, &rs->resp_reasm, rs->method->response_transform, TRANSFORM_RESPONSE, data,
+                      len, rs->to_down);
     else if (evbuffer_add(rs->to_down, data, len) != 0)
         relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
     release_upstream_window(rs);
@@ -750,7 +748,8 @@ void relay_on_upstream_closed(relay_stream *rs, uint32_t error_code, bool conn_l
                           conn_lost ? "etcdseal: upstream etcd connection lost"
                                     : "etcdseal: upstream etcd reset the internal call");
     }
-    if (!rs->ds || rs->local_done || rs->resp_done || rs->upstream_eof) {
+    /* a parked response (KMS wait) that etcd already ended is not a reset: it completes later */
+    if (!rs->ds || rs->local_done || rs->resp_done || rs->upstream_eof || rs->upstream_eof_parked) {
         relay_maybe_free(rs);
         return;
     }
