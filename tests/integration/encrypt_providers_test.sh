@@ -156,7 +156,7 @@ print(kvs[0].get("value", "") if len(kvs) == 1 else "<missing>")' "$T/vec/out" 2
     fi
   done <"$T/vec/list"
   note "vectors: $npos positive, $nneg negative read through the proxy; $nkms KMS-format vectors not loadable in this build"
-  [ $nkms -gt 0 ] && skip "KMS vectors through the proxy" "$nkms vectors need KMS providers (not in this build)"
+  [ $nkms -gt 0 ] && skip "KMS vectors through the proxy" "$nkms vectors need the fake KMS plugins: read through the proxy by kms_vectors_proxy_test.sh"
   check "vectors: at least 20 positive and 8 negative were read" test $npos -ge 20 -a $nneg -ge 8
 fi
 
