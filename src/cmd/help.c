@@ -660,7 +660,9 @@ static void roff_manual(FILE *f)
 
 static void list_topics(FILE *f)
 {
-    fprintf(f, "usage: etcdseal help TOPIC | etcdseal help --roff\n\ncommands:\n");
+    fprintf(f, "usage: etcdseal help [TOPIC] | etcdseal help --roff\n\n"
+               "Prints one section of the manual as plain text.\n\n"
+               "  --roff  print the whole manual as a man page (man/etcdseal.1)\n\ncommands:\n");
     for (size_t i = 0; i < N_TOPICS; i++)
         if (!topics[i].heading)
             fprintf(f, "  %-14s %s\n", topics[i].name, topics[i].summary);
