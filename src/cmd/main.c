@@ -22,6 +22,7 @@ static const struct subcommand subcommands[] = {
     {"keygen", cmd_keygen, "print a new random base64 key for aesgcm/aescbc/secretbox"},
     {"kms-plugin", cmd_kms_plugin, "run the bundled KMS v2 plugin (pkcs11 or file KEK)"},
     {"proxy", cmd_proxy, "run the transparent etcd proxy"},
+    {"rewrap", cmd_rewrap, "re-encrypt plaintext/stale values in etcd (CAS on mod_revision)"},
     {"verify", cmd_verify, "inventory etcd: plaintext/stale/undecryptable values per rule"},
     {"version", cmd_version, "print the version"},
 };
