@@ -255,28 +255,44 @@ static const struct help_opt kms_plugin_opts[] = {
 };
 
 static const char *const verify_paras[] = {
-    "Proves what is stored: talks to etcd directly (not through the proxy), scans every prefix "
-    "the EncryptionConfiguration protects with paginated Range calls (bounded memory, --limit "
-    "keys per page), and prints a table: rule, prefix, keys, plaintext values, counts per "
-    "provider and key name, stale values (written by another provider or key than the current "
-    "writer) and undecryptable values. With -o json the same as JSON, for machines.",
+    "Proves what is stored. Talks to etcd directly (not through the proxy), walks every key "
+    "range the EncryptionConfiguration protects with paginated Range calls pinned to one "
+    "revision (bounded memory: one page of --limit keys), and prints per rule and key prefix "
+    "how many values are empty, plaintext, current, stale (readable, but not by the first "
+    "provider and key) or undecryptable, and which provider and key reads them. With -o json "
+    "the same for machines.",
     "With --snapshot FILE it verifies an etcd snapshot instead (a backup made with `etcdctl "
-    "snapshot save`): the snapshot is restored into a temporary etcd on loopback, scanned the "
-    "same way, and removed.",
+    "snapshot save`): the snapshot is restored with etcdctl into a temporary directory, served "
+    "by a temporary etcd on loopback ports, scanned the same way, then stopped and removed.",
+    "Stale values are not an error (exit 0) but `etcdseal rewrap` should refresh them before "
+    "an old key is removed.",
     NULL,
 };
 
+#define HELP_OPS_COMMON_OPTS                                                                       \
+    {"--encryption-provider-config FILE",                                                          \
+     "The EncryptionConfiguration in force: its rules name the protected prefixes, its first "     \
+     "providers are the current writers, all listed providers read."},                             \
+        {"--storage-prefix PREFIX", "kube-apiserver's --etcd-prefix (default /registry)."},        \
+        {"--endpoints LIST",                                                                       \
+         "etcd client URLs, comma separated (host:port, http://host:port, https://host:port)."},   \
+        {"--cacert FILE", "Verify etcd's certificate with this CA bundle."},                       \
+        {"--cert FILE", "Client certificate presented to etcd (mTLS)."},                           \
+        {"--key FILE", "Private key of --cert."},                                                  \
+        {"--insecure-skip-tls-verify", "Do not verify etcd's certificate (testing only)."},        \
+        {"--prefix PREFIX", "Only keys starting with PREFIX (within the protected prefixes)."},    \
+        {"--limit N", "Keys per Range page (default 500): memory stays bounded by one page."},     \
+    {                                                                                              \
+        "--timeout SECS", "Timeout of each request to etcd (default 30)."                          \
+    }
+
 static const struct help_opt verify_opts[] = {
-    {"--encryption-provider-config FILE",
-     "The EncryptionConfiguration whose protected prefixes are scanned."},
-    {"--storage-prefix PREFIX", "kube-apiserver's --etcd-prefix (default /registry)."},
-    {"--endpoints LIST", "etcd endpoints, as for the proxy."},
-    {"--cacert FILE", "Verify the etcd servers' certificates with this CA bundle."},
-    {"--cert FILE", "Client certificate presented to etcd."},
-    {"--key FILE", "Private key of --cert."},
-    {"--limit N", "Keys per Range page."},
-    {"-o FORMAT", "table (the default) or json."},
-    {"--snapshot FILE", "Verify this etcd snapshot file instead of a live cluster."},
+    HELP_OPS_COMMON_OPTS,
+    {"-o, --output FORMAT", "table (the default) or json."},
+    {"--snapshot FILE",
+     "Verify this etcd snapshot file instead of a live cluster (excludes --endpoints)."},
+    {"--etcd-binary PATH", "etcd used for --snapshot (default: etcd from PATH)."},
+    {"--etcdctl-binary PATH", "etcdctl used for --snapshot (default: etcdctl from PATH)."},
     {NULL, NULL},
 };
 
@@ -295,17 +311,9 @@ static const char *const rewrap_paras[] = {
 };
 
 static const struct help_opt rewrap_opts[] = {
-    {"--encryption-provider-config FILE",
-     "The EncryptionConfiguration: its first providers write, all listed ones read."},
-    {"--storage-prefix PREFIX", "kube-apiserver's --etcd-prefix (default /registry)."},
-    {"--endpoints LIST", "etcd endpoints, as for the proxy."},
-    {"--cacert FILE", "Verify the etcd servers' certificates with this CA bundle."},
-    {"--cert FILE", "Client certificate presented to etcd."},
-    {"--key FILE", "Private key of --cert."},
-    {"--prefix PREFIX", "Only rewrite keys under this prefix (within the protected ones)."},
+    HELP_OPS_COMMON_OPTS,
     {"--from-key KEY", "Start at this key (resume an interrupted run)."},
     {"--qps N", "At most this many rewrites per second."},
-    {"--limit N", "Keys per Range page."},
     {"--dry-run", "Count what would be rewritten; write nothing."},
     {NULL, NULL},
 };
@@ -422,14 +430,16 @@ static const struct help_topic topics[] = {
      "0 after SIGTERM or SIGINT (or after --generate-key); 1 when the backend or the socket "
      "cannot be set up (the reason is on standard error); 2 for bad flags."},
     {"verify", NULL, "report plaintext, stale and undecryptable values in etcd or a snapshot",
-     "etcdseal verify --encryption-provider-config FILE [--endpoints LIST]\n"
-     "    [TLS flags] [--limit N] [-o table|json] [--snapshot FILE]",
+     "etcdseal verify --encryption-provider-config FILE --endpoints LIST [TLS flags]\n"
+     "    [--storage-prefix PREFIX] [--prefix PREFIX] [--limit N] [-o table|json]\n"
+     "etcdseal verify --encryption-provider-config FILE --snapshot FILE [-o table|json]",
      verify_paras, verify_opts,
      "0 when every value under a protected prefix is encrypted and decryptable; 1 when any "
-     "plaintext or undecryptable value sits under a protected prefix; 2 usage error."},
+     "plaintext or undecryptable value sits under a protected prefix; 2 usage error; 3 the scan "
+     "could not complete (connection, etcd error, snapshot restore)."},
     {"rewrap", NULL, "re-encrypt plaintext and stale values with the current key",
-     "etcdseal rewrap --encryption-provider-config FILE [--endpoints LIST]\n"
-     "    [TLS flags] [--prefix PREFIX] [--from-key KEY] [--qps N] [--dry-run]",
+     "etcdseal rewrap --encryption-provider-config FILE --endpoints LIST [TLS flags]\n"
+     "    [--prefix PREFIX] [--from-key KEY] [--qps N] [--limit N] [--dry-run]",
      rewrap_paras, rewrap_opts,
      "0 when every plaintext and stale value was rewritten (or counted, with --dry-run); 1 on "
      "errors; 2 usage error."},

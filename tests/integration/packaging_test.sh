@@ -63,16 +63,18 @@ else
   skip "man -l" "man not installed"
 fi
 
-# flags_of_help: option-defining lines of a command's --help ("  --flag ARG  text", "-h, --help",
-# "--a X | --b Y") -> one flag per line, sorted; --help/-h left out.
+# flags_of_help: the flags a command's --help defines: on every indented line that starts with
+# "-", the words starting with "-" before the first run of two spaces (the description), e.g.
+# "  --cacert FILE --cert FILE --key FILE  TLS", "  -o, --output F  ...", "  --a X | --b Y text";
+# one per line, sorted, trailing commas dropped, --help/-h left out.
 flags_of_help() {
-  grep -E '^[[:space:]]+-' | sed -E 's/^[[:space:]]+(-[a-zA-Z], )?//' |
-    awk '{print $1; for (i = 2; i < NF; i++) if ($i == "|" && $(i + 1) ~ /^-/) print $(i + 1)}' |
+  grep -E '^[[:space:]]+-' | sed -E 's/^[[:space:]]+//; s/  .*//' |
+    awk '{for (i = 1; i <= NF; i++) if ($i ~ /^-/) {sub(/,$/, "", $i); print $i}}' |
     grep -vxE -- '--help|-h' | sort -u
 }
 # flags_of_topic: the tags of the OPTIONS block of `etcdseal help CMD` (4-space indented lines).
 flags_of_topic() {
-  awk '/^OPTIONS$/ {on = 1; next} /^[A-Z]/ {on = 0} on && /^    -/ {for (i = 1; i <= NF; i++) if ($i ~ /^-/) print $i}' |
+  awk '/^OPTIONS$/ {on = 1; next} /^[A-Z]/ {on = 0} on && /^    -/ {for (i = 1; i <= NF; i++) if ($i ~ /^-/) {sub(/,$/, "", $i); print $i}}' |
     grep -vxE -- '--help|-h' | sort -u
 }
 "$ES_BIN" --help >"$T/usage.txt" 2>&1
