@@ -290,6 +290,11 @@ static void inventory_free(inventory *inv)
         free(inv->problems[i].key);
 }
 
+static int cmp_label(const void *a, const void *b)
+{
+    return strcmp(((const label_count *)a)->label, ((const label_count *)b)->label);
+}
+
 static int cmp_row(const void *a, const void *b)
 {
     const row *x = a, *y = b;
@@ -764,6 +769,8 @@ int cmd_verify(int argc, char **argv)
     if (run_inventory(&o, &conn, &inv) != 0)
         goto out;
     qsort(inv.rows, inv.n_rows, sizeof *inv.rows, cmp_row);
+    for (size_t i = 0; i < inv.n_rows; i++)
+        qsort(inv.rows[i].labels, inv.rows[i].n_labels, sizeof *inv.rows[i].labels, cmp_label);
     if (strcmp(output, "json") == 0)
         print_json(&inv, source, snapshot != NULL);
     else
