@@ -297,13 +297,16 @@ static const struct help_opt verify_opts[] = {
 };
 
 static const char *const rewrap_paras[] = {
-    "Re-encrypts, with the current writing provider and key, every value under a protected "
-    "prefix that is plaintext or stale: the step that completes turning encryption on and key "
-    "rotation. It reads with paginated Range calls straight from etcd and rewrites each value "
-    "in a Txn guarded by the value's mod_revision, so a concurrent client write always wins "
-    "(the key is then current already) and no update is lost.",
-    "On a terminal it shows a progress bar (keys done and total, rate, time left), otherwise a "
-    "line at intervals; a summary at the end. An interrupted run resumes with --from-key.",
+    "Re-encrypts, with the first provider and key of its rule, every value under a protected "
+    "prefix that is plaintext or stale: the step that completes turning encryption on and every "
+    "key rotation. It reads etcd directly in pages of --limit keys and rewrites each value in "
+    "one Txn guarded by the value's mod_revision (the key's lease is kept), so a concurrent "
+    "client write or delete always wins (counted as skipped: it went through the proxy, so it "
+    "is current already) and no update is lost. Run it after the proxy has loaded the same "
+    "EncryptionConfiguration.",
+    "Progress goes to standard error (a redrawn line with keys done and total, rate and time "
+    "left on a terminal; a plain line every 5 s otherwise), the summary to standard output. "
+    "A run that stops early prints the key to resume from with --from-key.",
     "Rotating a local key, end to end: add the new key first in its provider's keys: list, "
     "reload the proxy (SIGHUP), `etcdseal rewrap`, `etcdseal verify` (0 stale), remove the old "
     "key, reload again.",
@@ -312,8 +315,8 @@ static const char *const rewrap_paras[] = {
 
 static const struct help_opt rewrap_opts[] = {
     HELP_OPS_COMMON_OPTS,
-    {"--from-key KEY", "Start at this key (resume an interrupted run)."},
-    {"--qps N", "At most this many rewrites per second."},
+    {"--from-key KEY", "Only keys >= KEY: resume a run that stopped (it prints this key)."},
+    {"--qps N", "At most N rewrite transactions per second (default 0: unlimited)."},
     {"--dry-run", "Count what would be rewritten; write nothing."},
     {NULL, NULL},
 };
@@ -364,10 +367,10 @@ static const char *const signals_paras[] = {
 };
 
 static const char *const files_paras[] = {
-    "\t/etc/etcdseal/etcdseal.yaml            proxy settings (--config)\n"
+    "\t/etc/etcdseal/etcdseal.yaml           proxy settings (--config)\n"
     "/etc/etcdseal/encryption-config.yaml  EncryptionConfiguration, mode 0600\n"
     "/etc/etcdseal/tls/                    certificates and keys, keys mode 0600\n"
-    "/usr/lib/systemd/system/etcdseal.service  systemd unit (conf/etcdseal.service)",
+    "/etc/systemd/system/etcdseal.service  systemd unit (conf/etcdseal.service)",
     "Commented examples ship in conf/examples/ of the source tree: an application prefix "
     "with secretbox, kube-apiserver's etcd with KMS v2, and an mTLS gateway.",
     NULL,
@@ -441,8 +444,9 @@ static const struct help_topic topics[] = {
      "etcdseal rewrap --encryption-provider-config FILE --endpoints LIST [TLS flags]\n"
      "    [--prefix PREFIX] [--from-key KEY] [--qps N] [--limit N] [--dry-run]",
      rewrap_paras, rewrap_opts,
-     "0 when every plaintext and stale value was rewritten (or counted, with --dry-run); 1 on "
-     "errors; 2 usage error."},
+     "0 done (every plaintext and stale value rewritten, or counted with --dry-run); 1 some "
+     "values could not be rewritten (listed on standard error); 2 usage error; 3 stopped before "
+     "the end (interrupted, connection or etcd error; the resume key is printed)."},
     {"version", NULL, "print the version", "etcdseal version", version_paras, NULL, "0."},
     {"help", NULL, "print this manual, or one section of it",
      "etcdseal help [TOPIC]\n"
