@@ -145,6 +145,7 @@ CLI=(--cacert "$P/ca.pem" --cert "$P/client.pem" --key "$P/client.key")
 ETCD_SCHEME=https ETCD_HEALTH_ARGS="${CLI[*]}" start_etcd e0 \
   --cert-file "$P/server.pem" --key-file "$P/server.key" --trusted-ca-file "$P/ca.pem" \
   --client-cert-auth
+# shellcheck disable=SC2154 # set by start_etcd (printf -v)
 DIRECT=https://$ETCD_EP_e0
 UP=(--endpoints "$DIRECT" --cacert "$P/ca.pem" --cert "$P/client.pem" --key "$P/client.key")
 # example_proxy NAME [flags]: proxy with --config <example>/etcdseal.yaml (unchanged), on fresh
@@ -206,7 +207,6 @@ if example_proxy app-secretbox; then
     fail "app-secretbox: unprotected key" "raw: $(head -c 40 "$T/raw")"
   fi
   APP_PID=$PROXY_PID
-  APP_LOG=$PROXY_LOG
 else
   fail "app-secretbox/etcdseal.yaml drives a proxy" "see log above"
 fi
@@ -411,6 +411,7 @@ if [ -f "$DOCKERFILE" ]; then
     pass "Dockerfile: runtime stage installs no -dev/compiler package ($(tr '\n' ' ' <"$T/run.pkgs"))"
   fi
   # every shared library of the binary comes from a runtime package or one of its dependencies
+  # shellcheck disable=SC2046 # one package per word
   apt-cache depends --recurse --no-recommends --no-suggests --no-conflicts --no-breaks \
     --no-replaces --no-enhances $(cat "$T/run.pkgs") 2>/dev/null |
     grep -vE '^ ' | sed 's/:.*//' | sort -u >"$T/closure.pkgs"
