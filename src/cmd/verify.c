@@ -768,9 +768,11 @@ int cmd_verify(int argc, char **argv)
     }
     if (run_inventory(&o, &conn, &inv) != 0)
         goto out;
-    qsort(inv.rows, inv.n_rows, sizeof *inv.rows, cmp_row);
+    if (inv.n_rows)
+        qsort(inv.rows, inv.n_rows, sizeof *inv.rows, cmp_row);
     for (size_t i = 0; i < inv.n_rows; i++)
-        qsort(inv.rows[i].labels, inv.rows[i].n_labels, sizeof *inv.rows[i].labels, cmp_label);
+        if (inv.rows[i].n_labels)
+            qsort(inv.rows[i].labels, inv.rows[i].n_labels, sizeof *inv.rows[i].labels, cmp_label);
     if (strcmp(output, "json") == 0)
         print_json(&inv, source, snapshot != NULL);
     else

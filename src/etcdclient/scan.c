@@ -71,7 +71,8 @@ int scan_ranges_build(const policy_encryption *p, const char *only_prefix, scan_
         return es_error_set(err, 13, "out of memory");
     }
     /* sorted; drop a range whose start has an earlier kept range as prefix */
-    qsort(r, cnt, sizeof *r, cmp_range);
+    if (cnt)
+        qsort(r, cnt, sizeof *r, cmp_range);
     size_t kept = 0;
     for (size_t i = 0; i < cnt; i++) {
         if (kept > 0 && strncmp(r[i].start, r[kept - 1].start, strlen(r[kept - 1].start)) == 0) {
