@@ -150,6 +150,7 @@ int downstream_accept(worker *w, int fd, const char *peer)
     if (!c || h2conn_setup(c, w, H2CONN_DOWNSTREAM, bev) < 0)
         goto fail;
     snprintf(c->peer, sizeof c->peer, "%s", peer);
+    c->tls = tls != NULL;
     nghttp2_option *opt = NULL;
     if (nghttp2_option_new(&opt) != 0)
         goto fail;
@@ -180,15 +181,11 @@ int downstream_accept(worker *w, int fd, const char *peer)
     return 0;
 fail:
     if (c) {
-        if (c->session)
-            nghttp2_session_del(c->session);
-        if (c->flush_ev)
-            event_free(c->flush_ev);
-        if (c->free_ev)
-            event_free(c->free_ev);
-        free(c);
+        c->bev = bev;
+        h2conn_release(c);
+    } else {
+        bufferevent_free(bev);
     }
-    bufferevent_free(bev);
     return -1;
 }
 
@@ -205,11 +202,7 @@ void downstream_conn_teardown(h2conn *c)
     if (c->next)
         c->next->prev = c->prev;
     w->n_ds_conns--;
-    nghttp2_session_del(c->session);
-    event_free(c->flush_ev);
-    event_free(c->free_ev);
-    bufferevent_free(c->bev);
-    free(c);
+    h2conn_release(c);
 }
 
 void downstream_shutdown_all(worker *w)

@@ -33,13 +33,19 @@ void h2conn_list_remove(rs_list *l, relay_stream *rs, rs_link *link)
     l->count--;
 }
 
+/* Produces pending frames and writes them. Cleartext connections with nothing queued in the
+ * bufferevent write the frames straight to the socket (one writev): the bufferevent would add
+ * and remove a write event (two epoll_ctl calls) per write; only what the socket does not take
+ * goes the bufferevent way. */
 static void h2conn_flush(h2conn *c)
 {
     c->flush_pending = false;
     if (c->closing || !c->session)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    while (evbuffer_get_length(out) < RELAY_OUTPUT_HIGH) {
+    bool direct = !c->tls && c->stage && evbuffer_get_length(out) == 0;
+    struct evbuffer *dst = direct ? c->stage : out;
+    while (evbuffer_get_length(dst) < RELAY_OUTPUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->session, &data);
         if (n < 0) {
@@ -49,8 +55,21 @@ static void h2conn_flush(h2conn *c)
         }
         if (n == 0)
             break;
-        if (evbuffer_add(out, data, (size_t)n) != 0) {
+        if (evbuffer_add(dst, data, (size_t)n) != 0) {
             h2conn_close(c, "out of memory");
+            return;
+        }
+    }
+    if (direct && evbuffer_get_length(dst) > 0) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        while (evbuffer_get_length(dst) > 0 && evbuffer_write(dst, fd) > 0)
+            ;
+        if (evbuffer_get_length(dst) > 0 && evbuffer_add_buffer(out, dst) != 0) {
+            h2conn_close(c, "out of memory");
+            return;
+        }
+        if (evbuffer_get_length(dst) == 0 && nghttp2_session_want_write(c->session)) {
+            h2conn_schedule_flush(c); /* more frames than one round took */
             return;
         }
     }
@@ -139,6 +158,23 @@ void h2conn_write_cb(struct bufferevent *bev, void *arg)
     h2conn_schedule_flush(c);
 }
 
+void h2conn_release(h2conn *c)
+{
+    if (c->session)
+        nghttp2_session_del(c->session);
+    if (c->flush_ev)
+        event_free(c->flush_ev);
+    if (c->free_ev)
+        event_free(c->free_ev);
+    if (c->ping_ev)
+        event_free(c->ping_ev);
+    if (c->stage)
+        evbuffer_free(c->stage);
+    if (c->bev)
+        bufferevent_free(c->bev);
+    free(c);
+}
+
 int h2conn_setup(h2conn *c, struct worker *w, enum h2conn_kind kind, struct bufferevent *bev)
 {
     c->kind = kind;
@@ -149,6 +185,9 @@ int h2conn_setup(h2conn *c, struct worker *w, enum h2conn_kind kind, struct buff
     if (!c->flush_ev || !c->free_ev)
         return -1;
     c->last_recv_ms = worker_now_ms();
+    c->stage = evbuffer_new();
+    if (!c->stage)
+        return -1;
     /* write callback fires when output drains to 256 KiB: keeps the pipe full */
     bufferevent_setwatermark(bev, EV_WRITE, 256u << 10, 0);
     return 0;

@@ -62,6 +62,8 @@ typedef struct h2conn {
     struct event *free_ev;  /* deferred teardown: never free a session inside its callbacks */
     bool flush_pending;
     bool closing;
+    bool tls;               /* TLS connections always write through the bufferevent */
+    struct evbuffer *stage; /* cleartext: frames written straight to the socket (see flush) */
     rs_list streams;
     struct h2conn *prev, *next; /* worker's list of downstream conns / pool's list */
     char peer[64];
@@ -164,6 +166,8 @@ void h2conn_list_add(rs_list *l, relay_stream *rs, rs_link *link);
 void h2conn_list_remove(rs_list *l, relay_stream *rs, rs_link *link);
 int h2conn_setup(h2conn *c, struct worker *w, enum h2conn_kind kind, struct bufferevent *bev);
 void h2conn_schedule_flush(h2conn *c);
+/* Frees the session, events, buffers, the bufferevent (closing the socket) and c itself. */
+void h2conn_release(h2conn *c);
 /* Marks the connection closed and schedules its teardown (detaching streams first). */
 void h2conn_close(h2conn *c, const char *why);
 void h2conn_read_cb(struct bufferevent *bev, void *arg);

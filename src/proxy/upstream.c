@@ -381,17 +381,16 @@ static h2conn *conn_open(upstream_pool *p, size_t index)
     if (!c || h2conn_setup(c, w, H2CONN_UPSTREAM, bev) < 0 ||
         !(c->ping_ev = evtimer_new(w->base, ping_cb, c))) {
         if (c) {
-            if (c->flush_ev)
-                event_free(c->flush_ev);
-            if (c->free_ev)
-                event_free(c->free_ev);
-            free(c);
+            c->bev = bev;
+            h2conn_release(c);
+        } else {
+            bufferevent_free(bev);
         }
-        bufferevent_free(bev);
         freeaddrinfo(ai);
         return NULL;
     }
     c->pool = p;
+    c->tls = ep->tls;
     c->state = US_CONNECTING;
     c->endpoint_index = index;
     snprintf(c->peer, sizeof c->peer, "%s", ep->authority);
@@ -484,13 +483,7 @@ void upstream_conn_teardown(h2conn *c)
         p->conns = c->next;
     if (c->next)
         c->next->prev = c->prev;
-    if (c->session)
-        nghttp2_session_del(c->session);
-    event_free(c->ping_ev);
-    event_free(c->flush_ev);
-    event_free(c->free_ev);
-    bufferevent_free(c->bev);
-    free(c);
+    h2conn_release(c);
     if (was_active)
         connect_next(p);
 }
