@@ -97,6 +97,9 @@ static const struct help_opt proxy_opts[] = {
     {"--trusted-ca-file FILE", "Verify client certificates against this CA bundle."},
     {"--client-cert-auth BOOL",
      "Require a client certificate signed by --trusted-ca-file (default false)."},
+    {"--client-crl-file FILE",
+     "Refuse client certificates revoked by the CRLs in this PEM file (needs "
+     "--trusted-ca-file); reloaded with the certificate on SIGHUP."},
     {"--insecure-listen BOOL",
      "Allow cleartext HTTP/2 on a non-loopback --listen-addr (default false)."},
     {"--endpoints LIST",

@@ -91,7 +91,7 @@ static int build_runtime(const proxy_options *o, proxy_runtime *rt, es_error *er
     snprintf(rt->listen_port, sizeof rt->listen_port, "%u", port);
     if (o->cert_file[0]) {
         SSL_CTX *tls = tls_server_ctx_new(o->cert_file, o->key_file, o->trusted_ca_file,
-                                          o->client_cert_auth, err);
+                                          o->client_cert_auth, o->client_crl_file, err);
         if (!tls)
             return -1;
         atomic_store(&rt->server_tls, tls);

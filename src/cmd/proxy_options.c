@@ -57,6 +57,8 @@ static const struct opt_def options[] = {
      "verify client certificates against this CA bundle"},
     {"client-cert-auth", OPT_BOOL, FIELD(client_cert_auth), 0, "false",
      "require a client certificate signed by --trusted-ca-file"},
+    {"client-crl-file", OPT_STRING, FIELD(client_crl_file), 0, "",
+     "refuse client certificates revoked by the CRLs in this PEM file (needs --trusted-ca-file)"},
     {"insecure-listen", OPT_BOOL, FIELD(insecure_listen), 0, "false",
      "allow cleartext HTTP/2 on a non-loopback --listen-addr"},
     {"endpoints", OPT_LIST, FIELD(endpoints), FIELD(n_endpoints), "127.0.0.1:2379",
@@ -625,6 +627,8 @@ static int validate(proxy_options *o, es_error *err)
         return -1;
     if (o->client_cert_auth && !o->trusted_ca_file[0])
         return es_error_set(err, OPT_EINVAL, "--client-cert-auth needs --trusted-ca-file");
+    if (o->client_crl_file[0] && !o->trusted_ca_file[0])
+        return es_error_set(err, OPT_EINVAL, "--client-crl-file needs --trusted-ca-file");
     if (o->client_cert_auth && !tls_listener)
         return es_error_set(err, OPT_EINVAL,
                             "--client-cert-auth needs a TLS listener (--cert-file/--key-file)");

@@ -26,6 +26,7 @@ typedef struct proxy_options {
     char *cert_file, *key_file; /* --cert-file, --key-file: TLS listener */
     char *trusted_ca_file;      /* --trusted-ca-file */
     bool client_cert_auth;      /* --client-cert-auth */
+    char *client_crl_file;      /* --client-crl-file */
     bool insecure_listen;       /* --insecure-listen: cleartext on a non-loopback address */
     char **endpoints;           /* --endpoints a,b,c; default "127.0.0.1:2379" */
     size_t n_endpoints;

@@ -191,8 +191,8 @@ static void reload_tls(proxy_reloader *r)
     if (!o->cert_file[0])
         return;
     es_error err = {0};
-    SSL_CTX *ctx =
-        tls_server_ctx_new(o->cert_file, o->key_file, o->trusted_ca_file, o->client_cert_auth, &err);
+    SSL_CTX *ctx = tls_server_ctx_new(o->cert_file, o->key_file, o->trusted_ca_file,
+                                      o->client_cert_auth, o->client_crl_file, &err);
     if (!ctx) {
         log_error("TLS certificate reload failed; the running certificate stays|error=\"%s\"",
                   err.msg);
@@ -223,12 +223,14 @@ proxy_reloader *proxy_reloader_new(const proxy_options *o, proxy_runtime *rt)
     static const char prefix[] = "apiserver_encryption_config_controller_automatic_reload";
     char name[160];
     snprintf(name, sizeof name, "%s_success_total", prefix);
-    r->ok_total = metrics_counter_get(name, "Successful reloads of the EncryptionConfiguration", "");
+    r->ok_total =
+        metrics_counter_get(name, "Successful reloads of the EncryptionConfiguration", "");
     snprintf(name, sizeof name, "%s_failures_total", prefix);
     r->fail_total = metrics_counter_get(name, "Failed reloads of the EncryptionConfiguration", "");
     snprintf(name, sizeof name, "%s_last_timestamp_seconds", prefix);
     r->last_ok = metrics_gauge_get(name, "Time of the last reload by result", "status=\"success\"");
-    r->last_fail = metrics_gauge_get(name, "Time of the last reload by result", "status=\"failure\"");
+    r->last_fail =
+        metrics_gauge_get(name, "Time of the last reload by result", "status=\"failure\"");
     if (path[0] && o->encryption_provider_config_automatic_reload) {
         /* watch the directory: editors and Kubernetes ConfigMaps replace the file by rename */
         char *copy1 = strdup(path), *copy2 = strdup(path);

@@ -75,6 +75,7 @@ typedef struct h2conn {
     bool ping_outstanding;
     uint64_t last_recv_ms;
     bool goaway_received;
+    bool settings_received; /* the server's first SETTINGS: it accepted the connection */
     /* downstream only */
     bool shutdown_notice_sent;
 } h2conn;

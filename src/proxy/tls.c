@@ -89,7 +89,7 @@ static int load_pair(SSL_CTX *ctx, const char *cert_file, const char *key_file, 
 }
 
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, const char *ca_file,
-                            bool client_cert_auth, es_error *err)
+                            bool client_cert_auth, const char *crl_file, es_error *err)
 {
     SSL_CTX *ctx = ctx_common(TLS_server_method(), err);
     if (!ctx)
@@ -106,6 +106,16 @@ SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, const c
         STACK_OF(X509_NAME) *names = SSL_load_client_CA_file(ca_file);
         if (names)
             SSL_CTX_set_client_CA_list(ctx, names);
+    }
+    if (crl_file && *crl_file) {
+        X509_STORE *store = SSL_CTX_get_cert_store(ctx);
+        X509_LOOKUP *lookup = X509_STORE_add_lookup(store, X509_LOOKUP_file());
+        if (!lookup || X509_load_crl_file(lookup, crl_file, X509_FILETYPE_PEM) <= 0) {
+            es_error_set(err, 0, "--client-crl-file: cannot load CRLs from %s", crl_file);
+            tls_error_append(err);
+            goto fail;
+        }
+        X509_STORE_set_flags(store, X509_V_FLAG_CRL_CHECK | X509_V_FLAG_CRL_CHECK_ALL);
     }
     if (client_cert_auth)
         SSL_CTX_set_verify(ctx, SSL_VERIFY_PEER | SSL_VERIFY_FAIL_IF_NO_PEER_CERT, NULL);

@@ -15,8 +15,10 @@
 
 #include "base/error.h"
 
+/* crl_file (may be NULL/""): client certificates listed there are refused (every chain
+ * element is checked against the CRLs of the file). */
 SSL_CTX *tls_server_ctx_new(const char *cert_file, const char *key_file, const char *ca_file,
-                            bool client_cert_auth, es_error *err);
+                            bool client_cert_auth, const char *crl_file, es_error *err);
 SSL_CTX *tls_client_ctx_new(const char *ca_file, const char *cert_file, const char *key_file,
                             bool insecure_skip_verify, es_error *err);
 /* Sets SNI (host names only) and the expected host name or IP address on `ssl`. */

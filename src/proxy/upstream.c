@@ -157,6 +157,17 @@ static int on_frame_recv(nghttp2_session *session, const nghttp2_frame *frame, v
         if (frame->hd.flags & NGHTTP2_FLAG_ACK)
             c->ping_outstanding = false;
         return 0;
+    case NGHTTP2_SETTINGS:
+        /* ready only once etcd has spoken HTTP/2: with TLS 1.3 a server that rejects our
+         * client certificate does so after our handshake has completed */
+        if (!(frame->hd.flags & NGHTTP2_FLAG_ACK) && !c->settings_received) {
+            c->settings_received = true;
+            c->pool->failures_in_row = 0;
+            c->pool->backoff_ms = 0;
+            if (c->pool->active == c)
+                set_ready(c->pool, true);
+        }
+        return 0;
     case NGHTTP2_GOAWAY: {
         upstream_pool *p = c->pool;
         log_warn("upstream sent GOAWAY|endpoint=%s last_stream=%d error=%u",
@@ -309,12 +320,8 @@ static void event_cb(struct bufferevent *bev, short events, void *arg)
         c->last_recv_ms = worker_now_ms();
         log_info("upstream connected|endpoint=%s worker=%u",
                  rt->endpoints[c->endpoint_index].authority, c->w->id);
-        p->failures_in_row = 0;
-        p->backoff_ms = 0;
-        if (p->active == c) {
-            set_ready(p, true);
-            submit_pending(p);
-        }
+        if (p->active == c)
+            submit_pending(p); /* nghttp2 queues them until the preface is out */
         schedule_ping(c, rt->keepalive_time);
         h2conn_schedule_flush(c);
         return;
@@ -459,7 +466,7 @@ void upstream_conn_teardown(h2conn *c)
 {
     upstream_pool *p = c->pool;
     bool was_active = (p->active == c);
-    bool was_ready = c->state == US_READY;
+    bool was_ready = c->state == US_READY && c->settings_received;
     c->state = US_DEAD;
     if (was_active) {
         p->active = NULL;
