@@ -35,6 +35,7 @@ checker_start() {
   local name=$1 addr=$2 pfx=$3 secs=${4:-240}
   shift 4 2>/dev/null || shift $#
   rm -f "$T/$name.stop" "$T/$name.status" "$T/$name.state"
+  printf '%s\n' "$@" >"$T/$name.args" # extra args (-z, -t) are reused by checker_verify
   "$FC" run -a "$addr" -p "$pfx" -k 64 -d "$secs" -s "$T/$name.stop" -o "$T/$name.state" \
     -S "$T/$name.status" "$@" >"$T/$name.out" 2>"$T/$name.err" &
   eval "CHECKER_PID_$name=$!"
@@ -65,8 +66,9 @@ checker_finish() {
   fi
 }
 checker_verify() {
-  local name=$1 addr=$2 pfx=$3 out
-  out=$("$FC" verify -a "$addr" -p "$pfx" -k 64 -d 30 -o "$T/$name.state" 2>"$T/$name.verr")
+  local name=$1 addr=$2 pfx=$3 out extra=()
+  [ -s "$T/$name.args" ] && mapfile -t extra <"$T/$name.args"
+  out=$("$FC" verify -a "$addr" -p "$pfx" -k 64 -d 30 -o "$T/$name.state" "${extra[@]}" 2>"$T/$name.verr")
   if [ $? = 0 ]; then
     pass "$name: no acknowledged write lost ($out)"
   else
