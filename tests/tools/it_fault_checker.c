@@ -417,8 +417,7 @@ static int run(long secs, const char *stopfile, const char *statefile, const cha
             protobuf_c_message_free_unpacked(resp, NULL);
         } else {
             put_fail++;
-            if (dead)
-                usleep(50000);
+            usleep(dead ? 50000 : 5000); /* no busy loop against a failing upstream */
         }
         rnd ^= rnd << 13, rnd ^= rnd >> 7, rnd ^= rnd << 17;
         int rj = (int)(rnd % (uint64_t)nkeys);
