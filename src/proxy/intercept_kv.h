@@ -1,10 +1,11 @@
 /* intercept_kv.h - transformers for etcdserverpb.KV messages that carry user values.
  *
  * Requests: PutRequest.value and every Put in Txn success/failure at any depth (encrypted by the
- * value hook, intercept_values.h). Txn VALUE compares on protected keys: outermost level without
- * range_end -> the whole call goes to txn_compare_start (TRANSFORM_PENDING); with range_end, or
- * in a nested Txn -> FAILED_PRECONDITION; on other keys they pass unchanged. Range requests pass
- * unchanged but plan the proxy-side sort by VALUE (intercept_range_sort.h).
+ * value hook, intercept_values.h). Txn VALUE compares on protected keys at any nesting level
+ * without range_end -> the whole call goes to txn_compare_start (TRANSFORM_PENDING); with
+ * range_end -> FAILED_PRECONDITION; on other keys they pass unchanged. Range requests pass
+ * unchanged but plan the proxy-side sort by VALUE (intercept_range_sort.h); a keys_only Range
+ * sorted by VALUE over protected keys goes asynchronous (range_sort_fetch_start).
  * Responses: RangeResponse.kvs, PutResponse.prev_kv, DeleteRangeResponse.prev_kvs and
  * TxnResponse.responses at any depth (decrypted). DeleteRange requests and Compact carry no
  * values (NULL in the method table). Txn nesting deeper than INTERCEPT_MAX_TXN_DEPTH is refused
