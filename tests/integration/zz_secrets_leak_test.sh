@@ -339,15 +339,14 @@ fi
 
 # ------------------------------------------------------------------ reloads
 reloads_failed() { grep -c 'reload failed' "$PLOG"; }
+failed_above() { [ "$(reloads_failed)" -gt "$1" ]; }
 nfail0=$(reloads_failed)
 for b in "${BADS[@]}"; do
   cp "$T/$b.yaml" "$CFG"
   chmod 600 "$CFG"
   n=$(reloads_failed)
   kill -HUP "$PROXY_PID"
-  wait_until 5 test "$(reloads_failed)" -gt "$n" || true
-  until_n() { [ "$(reloads_failed)" -gt "$1" ]; }
-  wait_until 5 until_n "$n"
+  wait_until 5 failed_above "$n"
 done
 nfail=$(($(reloads_failed) - nfail0))
 enc_cfg "$CFG" "$GCM2" # rotation: gcm-b writes, gcm-a reads
