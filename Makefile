@@ -34,7 +34,7 @@ TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
 .PHONY: all deps test test-unit test-integration sanitize sanitize-unit run clean fuzz \
-        fuzz-smoke bench bench-quick bench-crypto format tests tools
+        fuzz-smoke bench bench-quick bench-crypto format tests tools test-faults
 .DEFAULT_GOAL := all
 # generated protobuf sources are real outputs, not intermediates make may delete
 .SECONDARY: $(PROTO_C) $(PROTO_H)
@@ -95,6 +95,10 @@ test-unit: all
 
 test-integration: all
 	tests/run-tests.sh --integration
+
+# the fault suite: every tests/faults/*_fault.sh (a fast subset runs in the integration tests)
+test-faults: all
+	tests/run-tests.sh $(patsubst %,--script %,$(wildcard tests/faults/*_fault.sh))
 
 sanitize: deps
 	$(MAKE) BUILD=build-asan SAN="$(ASAN_FLAGS)" OPT=-O1 all
