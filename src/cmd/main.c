@@ -4,6 +4,8 @@
 #include <stdio.h>
 #include <string.h>
 
+#include <openssl/crypto.h>
+
 #include "base/secret.h"
 #include "cmd/commands.h"
 
@@ -45,6 +47,9 @@ int cmd_version(int argc, char **argv)
 
 int main(int argc, char **argv)
 {
+    /* The KMS client thread lives until the process ends and may still hash or decrypt while
+     * main returns: OpenSSL must not tear itself down in an atexit handler under it. */
+    OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
     if (secret_disable_core_dumps() != 0)
         fprintf(stderr, "etcdseal: warning: could not disable core dumps\n");
     if (secret_init() != 0) {
