@@ -354,6 +354,9 @@ if command -v strace >/dev/null && command -v systemd-analyze >/dev/null && [ -n
   SPID=$!
   track "$SPID"
   if wait_ready "$SADMIN" 30; then
+    # SIGTERM to strace only detaches it: stop (and track) the traced proxy itself
+    PROXY_UNDER_STRACE=$(pgrep -P "$SPID" | head -1)
+    [ -n "$PROXY_UNDER_STRACE" ] && track "$PROXY_UNDER_STRACE"
     ectl "$SVIA" put /app/credentials/s1 v1 >/dev/null 2>&1
     ectl "$SVIA" get /app/credentials/s1 >/dev/null 2>&1
     ectl "$SVIA" watch /app/credentials/ --prefix >/dev/null 2>&1 &
@@ -362,8 +365,9 @@ if command -v strace >/dev/null && command -v systemd-analyze >/dev/null && [ -n
     kill "$wp" 2>/dev/null
     wait "$wp" 2>/dev/null
     curl -s -m 3 "http://$SADMIN/metrics" >/dev/null
-    kill -HUP "$SPID"
+    kill -HUP "${PROXY_UNDER_STRACE:-$SPID}"
     nap 1
+    [ -n "$PROXY_UNDER_STRACE" ] && stop_pid "$PROXY_UNDER_STRACE" 15
     stop_pid "$SPID" 15
     awk '{sub(/^[0-9]+ +/, ""); if (match($0, /^[a-z_0-9]+\(/)) print substr($0, 1, RLENGTH - 1)}' "$T/strace.out" |
       sort -u >"$T/used.txt"
