@@ -48,6 +48,9 @@ int duration_parse(const char *text, double *seconds, es_error *err)
     }
     if (!parts)
         return es_error_set(err, 0, "invalid duration \"%s\"", text);
+    /* Go durations are int64 nanoseconds: anything longer is "invalid duration" there too */
+    if (!(total <= 9223372036.854775807))
+        return es_error_set(err, 0, "duration \"%s\" out of range (at most 2562047h)", text);
     *seconds = total;
     return 0;
 }

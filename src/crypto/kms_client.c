@@ -108,8 +108,10 @@ bool kms_on_loop_thread(void)
 
 static gpr_timespec deadline_in(double s)
 {
-    if (s < 0)
+    if (!(s > 0))
         s = 0;
+    if (s > 1e9) /* ~31 years: beyond any useful deadline, and int64 microseconds stay exact */
+        s = 1e9;
     return gpr_time_add(gpr_now(GPR_CLOCK_MONOTONIC),
                         gpr_time_from_micros((int64_t)(s * 1e6), GPR_TIMESPAN));
 }

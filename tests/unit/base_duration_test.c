@@ -21,7 +21,7 @@ static void test_valid(void)
 
 static void test_invalid(void)
 {
-    const char *bad[] = {"", "3", "s", "-1s", "1x", "1.2.3s", "abc", "5 s"};
+    const char *bad[] = {"", "3", "s", "-1s", "1x", "1.2.3s", "abc", "5 s", "1e30h", "2562048h"};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         double v;
         es_error e = {0};
