@@ -87,7 +87,8 @@ test: deps
 	$(MAKE) all
 	$(MAKE) BUILD=build-asan SAN="$(ASAN_FLAGS)" OPT=-O1 all
 	$(MAKE) fuzz-build
-	$(ASAN_ENV) tests/run-tests.sh --unit $(BUILD)/tests --unit build-asan/tests \
+	$(ASAN_ENV) FUZZ_RUNS=100000 FUZZ_SEED=1 FUZZ_TIME=120 \
+	  tests/run-tests.sh --unit $(BUILD)/tests --unit build-asan/tests \
 	  --script tests/fuzz/smoke.sh --integration
 
 test-unit: all
