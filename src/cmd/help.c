@@ -128,6 +128,22 @@ static const struct help_opt proxy_opts[] = {
     {"--max-message-bytes SIZE",
      "Largest gRPC message reassembled in either direction, in bytes or with a unit such as "
      "64MiB (default 2147483647)."},
+    {"--max-header-list-bytes SIZE",
+     "Largest request header block a client may send; larger ones are refused with a gRPC "
+     "status naming the limit (default 65536)."},
+    {"--max-concurrent-streams N",
+     "Concurrent calls (HTTP/2 streams) per client connection, announced in SETTINGS "
+     "(default 100000)."},
+    {"--max-connections-per-worker N",
+     "Client connections one worker thread accepts; more are refused with a GOAWAY naming the "
+     "limit (default 0: no limit)."},
+    {"--access-policy FILE",
+     "YAML file mapping client certificate identities (subject CN, DNS or URI SANs, exact or "
+     "glob) to the key prefixes and verbs they may use; reloaded with the rest of the "
+     "configuration (unset: every client may do everything, etcd's own auth still applies)."},
+    {"--map-identity-to-etcd-user BOOL",
+     "Authenticate upstream as the etcd user the access policy names for the caller, so etcd's "
+     "RBAC sees the real client (needs --access-policy; default false)."},
     {"--encryption-provider-config FILE",
      "The kube-apiserver EncryptionConfiguration naming the prefixes to encrypt (unset: "
      "nothing is encrypted)."},

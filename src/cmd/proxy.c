@@ -122,6 +122,10 @@ static int build_runtime(const proxy_options *o, proxy_runtime *rt, es_error *er
     rt->keepalive_time = o->keepalive_time;
     rt->keepalive_timeout = o->keepalive_timeout;
     rt->max_message_bytes = o->max_message_bytes;
+    rt->max_header_list_bytes = o->max_header_list_bytes;
+    rt->max_concurrent_streams = o->max_concurrent_streams;
+    rt->max_connections_per_worker = o->max_connections_per_worker;
+    rt->map_identity_to_etcd_user = o->map_identity_to_etcd_user;
     return 0;
 }
 

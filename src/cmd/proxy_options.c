@@ -88,6 +88,17 @@ static const struct opt_def options[] = {
      "close an upstream connection whose PING is not acknowledged within this"},
     {"max-message-bytes", OPT_SIZE, FIELD(max_message_bytes), 0, "2147483647",
      "largest gRPC message reassembled in either direction (bytes, or e.g. 64MiB)"},
+    {"max-header-list-bytes", OPT_SIZE, FIELD(max_header_list_bytes), 0, "65536",
+     "largest request header block a client may send (bytes, or e.g. 64KiB)"},
+    {"max-concurrent-streams", OPT_INT, FIELD(max_concurrent_streams), 0, "100000",
+     "concurrent calls (HTTP/2 streams) per client connection, 1..2147483647"},
+    {"max-connections-per-worker", OPT_INT, FIELD(max_connections_per_worker), 0, "0",
+     "client connections one worker thread accepts (0 = no limit)"},
+    {"access-policy", OPT_STRING, FIELD(access_policy), 0, "",
+     "YAML file mapping client certificate identities to allowed key prefixes and verbs "
+     "(empty = every client may do everything)"},
+    {"map-identity-to-etcd-user", OPT_BOOL, FIELD(map_identity_to_etcd_user), 0, "false",
+     "authenticate upstream as the etcd user the access policy maps the client identity to"},
     {"encryption-provider-config", OPT_STRING, FIELD(encryption_provider_config), 0, "",
      "kube-apiserver EncryptionConfiguration file naming the prefixes to encrypt (empty = "
      "encrypt nothing)"},
@@ -670,6 +681,22 @@ static int validate(proxy_options *o, es_error *err)
         return es_error_set(err, OPT_EINVAL,
                             "--max-message-bytes must be between %d and %zu, got %zu",
                             MAX_MESSAGE_MIN, PROXY_MAX_MESSAGE_BYTES_MAX, o->max_message_bytes);
+    if (o->max_header_list_bytes < 1024 || o->max_header_list_bytes > (16u << 20))
+        return es_error_set(err, OPT_EINVAL,
+                            "--max-header-list-bytes must be between 1024 and 16777216, got %zu",
+                            o->max_header_list_bytes);
+    if (o->max_concurrent_streams < 1)
+        return es_error_set(err, OPT_EINVAL,
+                            "--max-concurrent-streams must be at least 1, got %d",
+                            o->max_concurrent_streams);
+    if (o->max_connections_per_worker < 0)
+        return es_error_set(err, OPT_EINVAL,
+                            "--max-connections-per-worker must be 0 (no limit) or more, got %d",
+                            o->max_connections_per_worker);
+    if (o->map_identity_to_etcd_user && !o->access_policy[0])
+        return es_error_set(err, OPT_EINVAL,
+                            "--map-identity-to-etcd-user needs --access-policy (the policy names "
+                            "the etcd user of each identity)");
     if (o->storage_prefix[0] != '/')
         return es_error_set(err, OPT_EINVAL, "--storage-prefix must start with \"/\", got \"%s\"",
                             o->storage_prefix);

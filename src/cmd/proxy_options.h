@@ -41,6 +41,11 @@ typedef struct proxy_options {
     double keepalive_time;            /* --upstream-keepalive-time, default 10s */
     double keepalive_timeout;         /* --upstream-keepalive-timeout, default 5s */
     size_t max_message_bytes;         /* --max-message-bytes, default 2 GiB - 1 */
+    size_t max_header_list_bytes;     /* --max-header-list-bytes, default 64 KiB */
+    int max_concurrent_streams;       /* --max-concurrent-streams per client connection */
+    int max_connections_per_worker;   /* --max-connections-per-worker, 0 = no limit */
+    char *access_policy;              /* --access-policy: YAML identity -> prefixes/verbs */
+    bool map_identity_to_etcd_user;   /* --map-identity-to-etcd-user */
     char *encryption_provider_config; /* --encryption-provider-config */
     bool encryption_provider_config_automatic_reload; /* reload when the file changes */
     bool allow_insecure_key_file; /* accept key files readable by group/others */

@@ -48,7 +48,12 @@ typedef struct proxy_runtime {
     double keepalive_time;
     double keepalive_timeout;
     size_t max_message_bytes;
+    size_t max_header_list_bytes;   /* request header block limit (client side) */
+    int max_concurrent_streams;     /* SETTINGS_MAX_CONCURRENT_STREAMS to clients */
+    int max_connections_per_worker; /* 0 = no limit */
+    bool map_identity_to_etcd_user;
     _Atomic(struct policy_encryption *) policy; /* may be NULL; see server_tls */
+    _Atomic(struct access_policy *) access;     /* NULL = all allowed; swapped like policy */
 } proxy_runtime;
 
 struct method_metrics {
