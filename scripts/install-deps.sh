@@ -7,7 +7,7 @@ PKGS=(
   libnghttp2-dev libevent-dev libssl-dev libsodium-dev libyaml-dev
   libprotobuf-c-dev protobuf-c-compiler libgrpc-dev libp11-kit-dev softhsm2 opensc
   etcd-server etcd-client openssl ca-certificates
-  python3 curl procps
+  python3 curl procps iptables valgrind
 )
 missing=()
 for p in "${PKGS[@]}"; do
