@@ -33,19 +33,43 @@ void h2conn_list_remove(rs_list *l, relay_stream *rs, rs_link *link)
     l->count--;
 }
 
-/* Produces pending frames and writes them. Cleartext connections with nothing queued in the
- * bufferevent write the frames straight to the socket (one writev): the bufferevent would add
- * and remove a write event (two epoll_ctl calls) per write; only what the socket does not take
- * goes the bufferevent way. */
-static void h2conn_flush(h2conn *c)
+/* PING ACKs are held back briefly (grpc-go peers ping on every data they receive, for their BDP
+ * estimator): written alone they cost a writev here and a wake-up in the peer per request; held,
+ * they go out with the next frames (the response or the next request), or when the timer fires. */
+#define H2CONN_ACK_DELAY_US 1000
+#define H2_FRAME_HEADER 9
+#define H2_PING_FRAME (H2_FRAME_HEADER + 8)
+
+/* True when `b` holds nothing but whole PING frames with the ACK flag. */
+static bool only_ping_acks(struct evbuffer *b)
+{
+    size_t len = evbuffer_get_length(b);
+    if (len == 0 || len % H2_PING_FRAME != 0 || len > 8 * H2_PING_FRAME)
+        return false;
+    uint8_t frames[8 * H2_PING_FRAME];
+    if (evbuffer_copyout(b, frames, len) != (ev_ssize_t)len)
+        return false;
+    for (size_t off = 0; off < len; off += H2_PING_FRAME) {
+        const uint8_t *f = frames + off;
+        if (f[0] != 0 || f[1] != 0 || f[2] != 8 || f[3] != NGHTTP2_PING ||
+            (f[4] & NGHTTP2_FLAG_ACK) == 0)
+            return false;
+    }
+    return true;
+}
+
+/* Produces pending frames into c->stage, then writes them. Cleartext connections with nothing
+ * queued in the bufferevent write the frames straight to the socket (one writev): the
+ * bufferevent would add and remove a write event (two epoll_ctl calls) per write; only what the
+ * socket does not take goes the bufferevent way. `force`: write held PING ACKs now. */
+static void h2conn_flush(h2conn *c, bool force)
 {
     c->flush_pending = false;
     if (c->closing || !c->session)
         return;
     struct evbuffer *out = bufferevent_get_output(c->bev);
-    bool direct = !c->tls && c->stage && evbuffer_get_length(out) == 0;
-    struct evbuffer *dst = direct ? c->stage : out;
-    while (evbuffer_get_length(dst) < RELAY_OUTPUT_HIGH) {
+    struct evbuffer *stage = c->stage;
+    while (evbuffer_get_length(stage) + evbuffer_get_length(out) < RELAY_OUTPUT_HIGH) {
         const uint8_t *data;
         ssize_t n = nghttp2_session_mem_send(c->session, &data);
         if (n < 0) {
@@ -55,34 +79,51 @@ static void h2conn_flush(h2conn *c)
         }
         if (n == 0)
             break;
-        if (evbuffer_add(dst, data, (size_t)n) != 0) {
+        if (evbuffer_add(stage, data, (size_t)n) != 0) {
             h2conn_close(c, "out of memory");
             return;
         }
     }
-    if (direct && evbuffer_get_length(dst) > 0) {
-        evutil_socket_t fd = bufferevent_getfd(c->bev);
-        while (evbuffer_get_length(dst) > 0 && evbuffer_write(dst, fd) > 0)
-            ;
-        if (evbuffer_get_length(dst) > 0 && evbuffer_add_buffer(out, dst) != 0) {
-            h2conn_close(c, "out of memory");
-            return;
+    if (!force && only_ping_acks(stage)) {
+        if (!event_pending(c->ack_ev, EV_TIMEOUT, NULL)) {
+            struct timeval tv = {0, H2CONN_ACK_DELAY_US};
+            event_add(c->ack_ev, &tv);
         }
-        if (evbuffer_get_length(dst) == 0 && nghttp2_session_want_write(c->session)) {
+        return;
+    }
+    if (evbuffer_get_length(stage) > 0 && event_pending(c->ack_ev, EV_TIMEOUT, NULL))
+        event_del(c->ack_ev);
+    bool direct = !c->tls && evbuffer_get_length(out) == 0;
+    if (direct && evbuffer_get_length(stage) > 0) {
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        while (evbuffer_get_length(stage) > 0 && evbuffer_write(stage, fd) > 0)
+            ;
+        if (evbuffer_get_length(stage) == 0 && nghttp2_session_want_write(c->session)) {
             h2conn_schedule_flush(c); /* more frames than one round took */
             return;
         }
+    }
+    if (evbuffer_get_length(stage) > 0 && evbuffer_add_buffer(out, stage) != 0) {
+        h2conn_close(c, "out of memory");
+        return;
     }
     if (!nghttp2_session_want_read(c->session) && !nghttp2_session_want_write(c->session) &&
         evbuffer_get_length(out) == 0)
         h2conn_close(c, "session finished");
 }
 
+static void ack_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    h2conn_flush(arg, true);
+}
+
 static void flush_cb(evutil_socket_t fd, short what, void *arg)
 {
     (void)fd;
     (void)what;
-    h2conn_flush(arg);
+    h2conn_flush(arg, false);
 }
 
 void h2conn_schedule_flush(h2conn *c)
@@ -135,7 +176,7 @@ void h2conn_read_cb(struct bufferevent *bev, void *arg)
                          nghttp2_strerror((int)r));
                 evbuffer_drain(in, total);
                 /* let nghttp2 send its GOAWAY before we go */
-                h2conn_flush(c);
+                h2conn_flush(c, true);
                 h2conn_close(c, "protocol error");
                 return;
             }
@@ -168,6 +209,8 @@ void h2conn_release(h2conn *c)
         event_free(c->free_ev);
     if (c->ping_ev)
         event_free(c->ping_ev);
+    if (c->ack_ev)
+        event_free(c->ack_ev);
     if (c->stage)
         evbuffer_free(c->stage);
     if (c->bev)
@@ -182,7 +225,8 @@ int h2conn_setup(h2conn *c, struct worker *w, enum h2conn_kind kind, struct buff
     c->bev = bev;
     c->flush_ev = event_new(w->base, -1, 0, flush_cb, c);
     c->free_ev = event_new(w->base, -1, 0, free_cb, c);
-    if (!c->flush_ev || !c->free_ev)
+    c->ack_ev = evtimer_new(w->base, ack_timer_cb, c);
+    if (!c->flush_ev || !c->free_ev || !c->ack_ev)
         return -1;
     c->last_recv_ms = worker_now_ms();
     c->stage = evbuffer_new();

@@ -60,6 +60,7 @@ typedef struct h2conn {
     nghttp2_session *session;
     struct event *flush_ev; /* deferred flush: one write per loop turn */
     struct event *free_ev;  /* deferred teardown: never free a session inside its callbacks */
+    struct event *ack_ev;   /* sends held PING ACKs (see h2conn_flush) */
     bool flush_pending;
     bool closing;
     bool tls;               /* TLS connections always write through the bufferevent */
