@@ -6,6 +6,7 @@
 
 #include <openssl/crypto.h>
 
+#include "base/harden.h"
 #include "base/secret.h"
 #include "cmd/commands.h"
 
@@ -50,8 +51,10 @@ int main(int argc, char **argv)
     /* The KMS client thread lives until the process ends and may still hash or decrypt while
      * main returns: OpenSSL must not tear itself down in an atexit handler under it. */
     OPENSSL_init_crypto(OPENSSL_INIT_NO_ATEXIT, NULL);
-    if (secret_disable_core_dumps() != 0)
-        fprintf(stderr, "etcdseal: warning: could not disable core dumps\n");
+    /* every subcommand may read keys (config, KEK, stdin): harden before dispatching */
+    es_error herr = {0};
+    if (harden_process(&herr) != 0)
+        fprintf(stderr, "etcdseal: warning: could not disable core dumps: %s\n", herr.msg);
     if (secret_init() != 0) {
         fprintf(stderr, "etcdseal: libsodium failed to initialise\n");
         return 1;

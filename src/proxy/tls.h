@@ -1,10 +1,14 @@
 /* tls.h - OpenSSL contexts for both sides of the proxy.
  *
- * Server side: certificate + key, TLS >= 1.2, ALPN "h2", and (client_cert_auth) verification of
- * client certificates against a CA bundle. Client side (upstream etcd): CA bundle or system
- * default, optional client certificate, optional skip-verify; tls_client_prepare() sets SNI and
- * host/IP verification on a new SSL for one endpoint. Contexts are built once at start and shared
- * by all workers (SSL_CTX is thread-safe for SSL_new); free with SSL_CTX_free.
+ * Both sides: TLS >= 1.2; TLS 1.2 only with ECDHE + AES-GCM/ChaCha20-Poly1305; TLS 1.3 with
+ * AES-GCM and ChaCha20-Poly1305; groups X25519, P-256, P-384; no compression, no
+ * renegotiation; the server's cipher order wins.
+ * Server side: certificate + key, ALPN "h2", and (client_cert_auth) verification of client
+ * certificates against a CA bundle (expired or not-yet-valid certificates fail verification).
+ * Client side (upstream etcd): CA bundle or system default, optional client certificate, optional
+ * skip-verify; tls_client_prepare() sets SNI and host/IP verification on a new SSL for one
+ * endpoint. Contexts are built once at start and shared by all workers (SSL_CTX is thread-safe for
+ * SSL_new); free with SSL_CTX_free.
  */
 #ifndef ETCDSEAL_PROXY_TLS_H
 #define ETCDSEAL_PROXY_TLS_H
