@@ -101,6 +101,11 @@ test-integration: all
 test-faults: all
 	tests/run-tests.sh $(patsubst %,--script %,$(wildcard tests/faults/*_fault.sh))
 
+# soak: mixed load on real etcd for SOAK_SECONDS (600); RSS/fds/threads growth verdict
+.PHONY: soak
+soak: all
+	SOAK_SECONDS=$(or $(SOAK_SECONDS),600) bash tests/soak/soak.sh
+
 sanitize: deps
 	$(MAKE) BUILD=build-asan SAN="$(ASAN_FLAGS)" OPT=-O1 all
 	$(ASAN_ENV) ETCDSEAL_BIN=build-asan/etcdseal ETCDSEAL_TOOLS=build-asan/tools \
