@@ -22,6 +22,7 @@
 #include "cmd/proxy_options.h"
 #include "cmd/proxy_reload.h"
 #include "crypto/kms.h"
+#include "policy/access_policy.h"
 #include "policy/encryption.h"
 #include "proxy/endpoint.h"
 #include "proxy/tls.h"
@@ -108,8 +109,8 @@ static int build_runtime(const proxy_options *o, proxy_runtime *rt, es_error *er
     }
     rt->n_endpoints = o->n_endpoints;
     if (any_tls) {
-        rt->client_tls = tls_client_ctx_new(o->cacert, o->cert, o->key,
-                                            o->insecure_skip_tls_verify, err);
+        rt->client_tls =
+            tls_client_ctx_new(o->cacert, o->cert, o->key, o->insecure_skip_tls_verify, err);
         if (!rt->client_tls)
             return -1;
         rt->upstream_verify = !o->insecure_skip_tls_verify;
@@ -137,6 +138,7 @@ static void free_runtime(proxy_runtime *rt)
     if (rt->client_tls)
         SSL_CTX_free(rt->client_tls);
     policy_encryption_unref(atomic_load(&rt->policy));
+    access_policy_unref(atomic_load(&rt->access));
     free(rt->endpoints);
 }
 
@@ -162,7 +164,8 @@ static int wait_for_signals(const sigset_t *sigs, proxy_reloader *reloader, doub
         if (read(sfd, &si, sizeof si) != (ssize_t)sizeof si)
             continue;
         if (si.ssi_signo == SIGHUP) {
-            log_info("SIGHUP received: reloading the encryption configuration and certificates");
+            log_info("SIGHUP received: reloading the encryption configuration, access policy "
+                     "and certificates");
             proxy_reloader_reload_all(reloader);
             continue;
         }
@@ -214,10 +217,20 @@ int cmd_proxy(int argc, char **argv)
         }
         atomic_store(&rt.policy, pol);
         log_info("encryption configuration loaded|file=%s rules=%zu storage_prefix=%s",
-                 o.encryption_provider_config, policy_encryption_rule_count(pol),
-                 o.storage_prefix);
+                 o.encryption_provider_config, policy_encryption_rule_count(pol), o.storage_prefix);
     } else {
         log_warn("no --encryption-provider-config: values pass through unencrypted");
+    }
+    if (o.access_policy[0]) {
+        struct access_policy *ap = NULL;
+        if (proxy_load_access_policy(&o, &ap, &err) < 0) {
+            fprintf(stderr, "etcdseal proxy: --access-policy: %s\n", err.msg);
+            goto out;
+        }
+        atomic_store(&rt.access, ap);
+        log_info("access policy loaded|file=%s rules=%zu map_identity_to_etcd_user=%s",
+                 o.access_policy, access_policy_rule_count(ap),
+                 o.map_identity_to_etcd_user ? "on" : "off");
     }
     if (o.metrics_addr[0]) {
         admin = admin_server_new(o.metrics_addr, &err);
@@ -242,8 +255,9 @@ int cmd_proxy(int argc, char **argv)
     }
     log_info("etcdseal proxy started|listen=%s tls=%s client_cert_auth=%s endpoints=%zu "
              "workers=%d metrics=%s",
-             o.listen_addr, atomic_load(&rt.server_tls) ? "on" : "off", o.client_cert_auth ? "on" : "off",
-             rt.n_endpoints, o.workers, o.metrics_addr[0] ? o.metrics_addr : "off");
+             o.listen_addr, atomic_load(&rt.server_tls) ? "on" : "off",
+             o.client_cert_auth ? "on" : "off", rt.n_endpoints, o.workers,
+             o.metrics_addr[0] ? o.metrics_addr : "off");
     reloader = proxy_reloader_new(&o, &rt);
     if (!reloader || wait_for_signals(&sigs, reloader, o.shutdown_timeout) < 0)
         log_error("signal handling failed; shutting down");

@@ -19,6 +19,7 @@
 #include "base/log.h"
 #include "base/metrics.h"
 #include "crypto/chain.h"
+#include "policy/access_policy.h"
 #include "policy/encryption.h"
 #include "policy/encryption_config.h"
 #include "policy/key_map.h"
@@ -27,9 +28,11 @@
 #define RETIRE_GRACE_MS 10000
 #define RETIRED_MAX 64
 
+enum retired_kind { RETIRED_POLICY, RETIRED_TLS, RETIRED_ACCESS };
+
 struct retired {
     void *obj;
-    bool is_tls; /* SSL_CTX, else policy_encryption */
+    enum retired_kind kind;
     uint64_t at_ms;
 };
 
@@ -44,6 +47,7 @@ struct proxy_reloader {
     size_t n_retired;
     metrics_counter *ok_total, *fail_total;
     metrics_gauge *last_ok, *last_fail;
+    metrics_counter *access_ok_total, *access_fail_total;
 };
 
 static uint64_t now_ms(void)
@@ -116,7 +120,7 @@ int proxy_load_encryption(const proxy_options *o, struct policy_encryption **out
     return 0;
 }
 
-static void retire(proxy_reloader *r, void *obj, bool is_tls)
+static void retire(proxy_reloader *r, void *obj, enum retired_kind kind)
 {
     if (!obj)
         return;
@@ -124,13 +128,15 @@ static void retire(proxy_reloader *r, void *obj, bool is_tls)
         log_warn("too many retired configurations pending; keeping one until exit");
         return;
     }
-    r->retired[r->n_retired++] = (struct retired){obj, is_tls, now_ms()};
+    r->retired[r->n_retired++] = (struct retired){obj, kind, now_ms()};
 }
 
 static void release(struct retired *x)
 {
-    if (x->is_tls)
+    if (x->kind == RETIRED_TLS)
         SSL_CTX_free(x->obj);
+    else if (x->kind == RETIRED_ACCESS)
+        access_policy_unref(x->obj);
     else
         policy_encryption_unref(x->obj);
 }
@@ -174,7 +180,7 @@ static void reload_encryption(proxy_reloader *r, bool only_if_changed)
     }
     struct policy_encryption *old =
         atomic_exchange((_Atomic(struct policy_encryption *) *)&r->rt->policy, p);
-    retire(r, old, false);
+    retire(r, old, RETIRED_POLICY);
     if (have) {
         memcpy(r->enc_digest, digest, 32);
         r->have_digest = true;
@@ -199,13 +205,41 @@ static void reload_tls(proxy_reloader *r)
         return;
     }
     SSL_CTX *old = atomic_exchange((_Atomic(SSL_CTX *) *)&r->rt->server_tls, ctx);
-    retire(r, old, true);
+    retire(r, old, RETIRED_TLS);
     log_info("TLS certificate reloaded for new connections|cert=%s", o->cert_file);
+}
+
+int proxy_load_access_policy(const proxy_options *o, struct access_policy **out, es_error *err)
+{
+    return access_policy_load(o->access_policy, out, err);
+}
+
+/* A broken file keeps the running policy: never fall back to "all allowed". */
+static void reload_access(proxy_reloader *r)
+{
+    const char *path = r->o->access_policy;
+    if (!path || !path[0])
+        return;
+    es_error err = {0};
+    struct access_policy *p = NULL;
+    if (proxy_load_access_policy(r->o, &p, &err) < 0) {
+        log_error("access policy reload failed; the running policy stays|file=%s error=\"%s\"",
+                  path, err.msg);
+        metrics_counter_add(r->access_fail_total, 1);
+        return;
+    }
+    struct access_policy *old =
+        atomic_exchange((_Atomic(struct access_policy *) *)&r->rt->access, p);
+    retire(r, old, RETIRED_ACCESS);
+    metrics_counter_add(r->access_ok_total, 1);
+    log_info("access policy reloaded for new calls|file=%s rules=%zu", path,
+             access_policy_rule_count(p));
 }
 
 void proxy_reloader_reload_all(proxy_reloader *r)
 {
     reload_encryption(r, false);
+    reload_access(r);
     reload_tls(r);
 }
 
@@ -231,6 +265,12 @@ proxy_reloader *proxy_reloader_new(const proxy_options *o, proxy_runtime *rt)
     r->last_ok = metrics_gauge_get(name, "Time of the last reload by result", "status=\"success\"");
     r->last_fail =
         metrics_gauge_get(name, "Time of the last reload by result", "status=\"failure\"");
+    r->access_ok_total =
+        metrics_counter_get("etcdseal_access_policy_reloads_total",
+                            "Access policy reloads by result", "result=\"success\"");
+    r->access_fail_total =
+        metrics_counter_get("etcdseal_access_policy_reloads_total",
+                            "Access policy reloads by result", "result=\"failure\"");
     if (path[0] && o->encryption_provider_config_automatic_reload) {
         /* watch the directory: editors and Kubernetes ConfigMaps replace the file by rename */
         char *copy1 = strdup(path), *copy2 = strdup(path);

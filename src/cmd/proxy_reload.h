@@ -19,11 +19,16 @@
 struct policy_encryption;
 typedef struct proxy_reloader proxy_reloader;
 
+/* Loads the --access-policy file (used at start and on reload). */
+struct access_policy;
+int proxy_load_access_policy(const proxy_options *o, struct access_policy **out, es_error *err);
+
 /* Loads the EncryptionConfiguration with the hygiene checks (used at start and on reload). */
 int proxy_load_encryption(const proxy_options *o, struct policy_encryption **out, es_error *err);
 
 proxy_reloader *proxy_reloader_new(const proxy_options *o, proxy_runtime *rt);
-/* SIGHUP: reload the EncryptionConfiguration (if any) and the TLS certificate (if any). */
+/* SIGHUP: reload the EncryptionConfiguration, the access policy and the TLS certificate (each
+ * if configured; a broken access policy keeps the running one, logged and counted). */
 void proxy_reloader_reload_all(proxy_reloader *r);
 /* inotify descriptor watching the EncryptionConfiguration's directory, or -1 (no automatic
  * reload); call proxy_reloader_on_watch when it is readable. */

@@ -14,7 +14,9 @@
 #include <string.h>
 
 #include "base/log.h"
+#include "policy/access_policy.h"
 #include "policy/encryption.h"
+#include "proxy/access_check.h"
 #include "proxy/relay.h"
 #include "proxy/transform.h"
 #include "proxy/worker.h"
@@ -154,6 +156,7 @@ static void relay_maybe_free(relay_stream *rs)
     buf_wipe_free(&rs->internal_msg);
     if (rs->policy && !rs->internal)
         policy_encryption_unref(rs->policy);
+    access_policy_unref(rs->access);
     for (int d = 0; d < 2; d++)
         if (rs->parked_in[d])
             evbuffer_free(rs->parked_in[d]);
@@ -243,10 +246,47 @@ void relay_finish_local(relay_stream *rs, int status, const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------ transformers */
+/* Checks one request message against the access policy (KEYS-class calls while a policy is
+ * loaded). Returns 0 (allowed) or -1 (the call was ended). */
+static int access_check_request(relay_stream *rs, const uint8_t *msg, size_t len)
+{
+    es_error err = {0};
+    if (!rs->ds) /* the client is gone: nothing to decide for */
+        return -1;
+    if (access_check_message(rs->access, &rs->ds->identity, rs->method, msg, len, &err) == 0)
+        return 0;
+    relay_finish_local(rs, err.code > 0 && err.code < GRPC_STATUS_COUNT ? err.code : GRPC_INTERNAL,
+                       "%s", err.msg);
+    return -1;
+}
+
+/* Frames an untransformed message into dst (a method reassembled only for the access check). */
+static int forward_message(relay_stream *rs, enum transform_dir dir, const uint8_t *msg, size_t len,
+                           struct evbuffer *dst)
+{
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    grpc_put_prefix(prefix, len);
+    if (evbuffer_add(dst, prefix, sizeof prefix) != 0 ||
+        (len && evbuffer_add(dst, msg, len) != 0)) {
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return -1;
+    }
+    if (dir == TRANSFORM_REQUEST && rs->submit_deferred) {
+        rs->submit_deferred = false;
+        upstream_pool_submit(rs->w->pool, rs);
+    }
+    return 0;
+}
+
 static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir dir,
                          const uint8_t *msg, size_t len, struct evbuffer *dst)
 {
     worker *w = rs->w;
+    /* the access verdict comes before any transformer: those may call etcd themselves */
+    if (dir == TRANSFORM_REQUEST && rs->access && access_check_request(rs, msg, len) != 0)
+        return -1;
+    if (!fn)
+        return forward_message(rs, dir, msg, len, dst);
     const proxy_runtime *rt = w->rt;
     transform_ctx ctx = {
         .dir = dir,
@@ -390,6 +430,27 @@ static void resume_upstream_send(relay_stream *rs)
     }
 }
 
+/* The access policy's say at call start: method-only verbs are decided now; KEYS-class calls
+ * keep a reference to the policy so each request message is checked (run_transform). Without
+ * a policy this is never called: no reassembly, no cost. Returns -1 when the call was ended. */
+static int access_start(relay_stream *rs, struct access_policy *ap)
+{
+    enum access_call_class cls = access_method_class(rs->method);
+    if (cls == ACCESS_CALL_FREE)
+        return 0;
+    if (!rs->ds->identity.computed)
+        peer_identity_compute(&rs->ds->identity, rs->ds->tls ? rs->ds->bev : NULL);
+    if (cls == ACCESS_CALL_METHOD) {
+        es_error err = {0};
+        if (access_check_method(ap, &rs->ds->identity, rs->method, &err) == 0)
+            return 0;
+        relay_finish_local(rs, err.code, "%s", err.msg);
+        return -1;
+    }
+    rs->access = access_policy_ref(ap);
+    return 0;
+}
+
 void relay_on_request_headers(relay_stream *rs)
 {
     nghttp2_vec path = hdr_find(&rs->req_hdrs, ":path");
@@ -418,13 +479,16 @@ void relay_on_request_headers(relay_stream *rs)
                            (int)path.len, (const char *)path.base);
         return;
     }
+    struct access_policy *ap = atomic_load((_Atomic(struct access_policy *) *)&rs->w->rt->access);
+    if (ap && access_start(rs, ap) != 0)
+        return;
     size_t max = rs->w->rt->max_message_bytes;
     if (rs->method->request_transform || rs->method->response_transform) {
         struct policy_encryption *p =
             atomic_load((_Atomic(struct policy_encryption *) *)&rs->w->rt->policy);
         rs->policy = p ? policy_encryption_ref(p) : NULL;
     }
-    if (rs->method->request_transform) {
+    if (rs->method->request_transform || rs->access) {
         grpc_reasm_init(&rs->req_reasm, max);
         rs->req_reasm_on = true;
     }
@@ -433,8 +497,8 @@ void relay_on_request_headers(relay_stream *rs)
         rs->resp_reasm_on = true;
     }
     rs->retryable = true;
-    if (rs->method->request_transform && !rs->method->client_streaming)
-        rs->submit_deferred = true; /* opened when the transformed request exists */
+    if ((rs->method->request_transform || rs->access) && !rs->method->client_streaming)
+        rs->submit_deferred = true; /* opened when the transformed (or checked) request exists */
     else
         upstream_pool_submit(rs->w->pool, rs);
 }
@@ -469,7 +533,10 @@ void relay_on_client_eof(relay_stream *rs)
         return;
     }
     if (rs->submit_deferred && !rs->local_done && !rs->async.active) {
-        rs->submit_deferred = false; /* no message at all: let etcd answer that */
+        /* no message at all: etcd reads it as the empty request, so that is what is checked */
+        if (rs->access && access_check_request(rs, NULL, 0) != 0)
+            return;
+        rs->submit_deferred = false; /* let etcd answer it */
         upstream_pool_submit(rs->w->pool, rs);
         return;
     }

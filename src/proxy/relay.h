@@ -27,6 +27,7 @@
 #include "proxy/endpoint.h"
 #include "proxy/grpc_wire.h"
 #include "proxy/methods.h"
+#include "proxy/peer_identity.h"
 #include "proxy/transform.h"
 
 struct worker;
@@ -79,6 +80,7 @@ typedef struct h2conn {
     bool settings_received; /* the server's first SETTINGS: it accepted the connection */
     /* downstream only */
     bool shutdown_notice_sent;
+    peer_identity identity; /* the client's certificate names, computed on first use (relay.c) */
 } h2conn;
 
 /* ------------------------------------------------------------------ relay stream */
@@ -149,6 +151,9 @@ typedef struct relay_stream {
     buf_t internal_msg;
     /* the encryption policy this call started with (a reload does not change it midway) */
     struct policy_encryption *policy;
+    /* the access policy checking this call's request messages (KEYS-class methods while a
+     * policy is loaded; NULL otherwise): taken at call start, like `policy` */
+    struct access_policy *access;
     /* a direction whose current message waits for a KMS result (TRANSFORM_WOULD_BLOCK):
      * input arriving meanwhile waits in parked_in[dir] */
     bool parked[2];
