@@ -108,7 +108,7 @@ watch_loop() {
   local n=0 out=$T/watch.out wp
   while running; do
     n=$((n + 1))
-    lnice timeout -k 5 60 "$WAT" -a "$VIA" -n 100 -c 2 -k "${PFX}watch/key" -t 20 >"$out" 2>&1 &
+    nice -n "$NICE" timeout -k 5 60 "$WAT" -a "$VIA" -n 100 -c 2 -k "${PFX}watch/key" -t 20 >"$out" 2>&1 &
     wp=$!
     if wait_until 20 grep -q READY "$out"; then
       ECTL_TIMEOUT=10 ectl "$VIA" put "${PFX}watch/key" "w$n" >/dev/null 2>&1
@@ -131,12 +131,13 @@ ctl_loop() {
     else
       count lease fail
     fi
-    printf 'value("%s") = "u%s"\n\nput %s t%s\n\nput %s u%s\n' "${PFX}ctl/t" "$((n - 1))" "${PFX}ctl/t" "$n" \
+    printf 'value("%s") = "u%s"\n\nput %s t%s\n\nput %s u%s\n\n' "${PFX}ctl/t" "$((n - 1))" "${PFX}ctl/t" "$n" \
       "${PFX}ctl/t" "$n" >"$T/txn.in"
     nctl txn <"$T/txn.in" >/dev/null 2>&1 && count txn ok || count txn fail
     nctl get --prefix "$PFX" --limit 30 >/dev/null 2>&1 && count get ok || count get fail
     # a watch whose client is killed mid-stream
-    lnice "$ETCDCTL" --endpoints "$VIA" watch --prefix "${PFX}ctl/" >/dev/null 2>&1 &
+    # (nice execs etcdctl, so $! is etcdctl itself: a function or subshell here would leave it running)
+    nice -n "$NICE" "$ETCDCTL" --endpoints "$VIA" watch --prefix "${PFX}ctl/" >/dev/null 2>&1 &
     wp=$!
     sleep 0.3
     ECTL_TIMEOUT=10 ectl "$VIA" put "${PFX}ctl/w" "x$n" >/dev/null 2>&1
@@ -240,6 +241,12 @@ fi
 nap 3
 idle=$(sample end)
 note "after the load stopped: $(echo "$idle" | awk '{printf "rss %d kB, fds %d, threads %d", $2, $3, $4}')"
+fd_kinds=$(find "/proc/$PID/fd" -mindepth 1 -maxdepth 1 -printf '%l\n' 2>/dev/null |
+  sed -e 's/:\[.*//' -e 's#^/.*#file#' | sort | uniq -c | awk '{printf "%s=%s ", $2, $1}')
+note "proxy fds by kind: $fd_kinds"
+note "proxy TCP: $(ss -tnpH 2>/dev/null | grep "pid=$PID," | awk -v v="$VIA" -v e="$ETCD_EP" \
+  '{k = ($4 == v ? "client" : ($5 == e ? "upstream" : "other")) "-" $1; n[k]++}
+   END {for (k in n) printf "%s=%d ", k, n[k]}')"
 
 if wait_exit "$FC_PID" 40 && [ "$EXIT_RC" = 0 ] && ! grep -q VIOLATION "$T/fc.err"; then
   pass "checker: reads never went back in time ($(cat "$T/fc.out"))"
@@ -286,7 +293,7 @@ echo "load (ok/runs):$load; checker $(cat "$T/fc.status" 2>/dev/null)"
 for c in enc watch get; do
   [ -f "$T/count.$c" ] && grep -q ok "$T/count.$c" || fail "load ran" "no successful $c batch"
 done
-[ "$(grep -c fail "$T/count.enc" 2>/dev/null)" = 0 ] || note "enc batches with a failed RPC: $(grep -c fail "$T/count.enc") (last: $(tail -2 "$T/enc.last"))"
+[ "$(grep -c fail "$T/count.enc" 2>/dev/null)" = 0 ] || note "enc batches with a failed RPC: $(grep -c fail "$T/count.enc") (last: $(tail -2 "$T/enc.last" | cut -c1-200))"
 if [ "$_FAILS" = 0 ]; then
   echo "SOAK PASS (${SOAK}s)"
 else
