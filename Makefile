@@ -34,7 +34,7 @@ TOOL_SRC := $(sort $(wildcard tests/tools/*.c))
 TOOL_BIN := $(patsubst tests/tools/%.c,$(BUILD)/tools/%,$(TOOL_SRC))
 
 .PHONY: all deps test test-unit test-integration sanitize sanitize-unit run clean fuzz \
-        fuzz-smoke bench bench-quick bench-crypto format tests tools test-faults
+        fuzz-smoke bench bench-quick bench-relay bench-crypto format tests tools test-faults
 .DEFAULT_GOAL := all
 # generated protobuf sources are real outputs, not intermediates make may delete
 .SECONDARY: $(PROTO_C) $(PROTO_H)
@@ -140,6 +140,9 @@ bench: all
 
 bench-quick: all
 	QUICK=1 bench/bench.sh
+
+bench-relay: all
+	bench/bench-relay.sh
 
 format:
 	clang-format -i $$(find src tests -name '*.c' -o -name '*.h' | grep -v /gen/)

@@ -151,7 +151,7 @@ WORKLOADS = [
     ("put256_c64", "--clients 64 --conns 8", PUT + " --val-size 256 --total {N}", 20000, 6000, "puts/s"),
     ("put4k_c1", "--clients 1 --conns 1", PUT + " --val-size 4096 --total {N}", 3000, None, "puts/s"),
     ("put4k_c16", "--clients 16 --conns 8", PUT + " --val-size 4096 --total {N}", 12000, None, "puts/s"),
-    ("put4k_c64", "--clients 64 --conns 8", PUT + " --val-size 4096 --total {N}", 16000, 3000, "puts/s"),
+    ("put4k_c64", "--clients 64 --conns 8", PUT + " --val-size 4096 --total {N}", 16000, None, "puts/s"),
     ("rangeL1_c16", "--clients 16 --conns 8", "range {P}r256 --consistency l --total {N}", 15000, 5000,
      "ranges/s"),
     ("rangeL100_c16", "--clients 16 --conns 8", "range {P}m/ {P}m0 --consistency l --total {N}", 4000, 1000,
@@ -526,9 +526,9 @@ def report(b, meta, relay_text, noisy):
              "`etcdseal kms-plugin` (file KEK). See docs/benchmarks.md for the columns.")
     if b.a.quick:
         L.append("")
-        L.append("Quick run: tmpfs only; workloads put256_c1, put256_c64, put4k_c64, rangeL1_c16, rangeL100_c16, "
-                 "watch, watchlat with small totals (put 256 B x16, put 4 KiB x1/x16 and the disk medium only in "
-                 "the full run).")
+        L.append("Quick run: tmpfs only; workloads put256_c1, put256_c64, rangeL1_c16, rangeL100_c16, watch, "
+                 "watchlat with small totals (put 256 B x16, put 4 KiB x1/x16/x64 and the disk medium only in the "
+                 "full run); relay micro-benchmark with fewer requests, callgrind in aesgcm mode only.")
     if noisy:
         L.append("")
         L.append("**NOISY: %d run(s) stayed above %.0f%% disturbance after %d tries; figures are contaminated.**"
