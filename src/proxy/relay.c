@@ -17,6 +17,7 @@
 #include "policy/access_policy.h"
 #include "policy/encryption.h"
 #include "proxy/access_check.h"
+#include "proxy/etcd_user_token.h"
 #include "proxy/relay.h"
 #include "proxy/transform.h"
 #include "proxy/worker.h"
@@ -76,17 +77,22 @@ static int hdr_status(const hdr_list *l)
     return s;
 }
 
-/* Builds an nv array from a header list (nghttp2 copies it on submit). `skip` is dropped. */
+/* Builds an nv array from a header list (nghttp2 copies it on submit). `skip` is dropped.
+ * token_override non-NULL: the list's "token" headers are dropped and, when it is not empty,
+ * one "token" header with its value is added (etcd's auth token of a mapped identity). */
 static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, const char *path_override,
-                           size_t *n_out, nghttp2_nv *stackv, size_t stackn)
+                           const char *token_override, size_t *n_out, nghttp2_nv *stackv,
+                           size_t stackn)
 {
-    size_t n = l->n / 2;
+    size_t n = l->n / 2 + 1;
     nghttp2_nv *nva = n <= stackn ? stackv : malloc(n * sizeof *nva);
     if (!nva)
         return NULL;
     size_t k = 0;
     for (uint32_t i = 0; i + 1 < l->n; i += 2) {
         if (skip && rcbuf_eq(l->items[i], skip))
+            continue;
+        if (token_override && rcbuf_eq(l->items[i], "token"))
             continue;
         nghttp2_vec nm = nghttp2_rcbuf_get_buf(l->items[i]);
         nghttp2_vec vl = nghttp2_rcbuf_get_buf(l->items[i + 1]);
@@ -99,6 +105,11 @@ static nghttp2_nv *hdr_nva(const hdr_list *l, const char *skip, const char *path
         nva[k].value = vl.base;
         nva[k].valuelen = vl.len;
         nva[k].flags = NGHTTP2_NV_FLAG_NONE;
+        k++;
+    }
+    if (token_override && token_override[0]) {
+        nva[k] = (nghttp2_nv){(uint8_t *)"token", (uint8_t *)token_override, 5,
+                              strlen(token_override), NGHTTP2_NV_FLAG_NO_INDEX};
         k++;
     }
     *n_out = k;
@@ -139,7 +150,8 @@ relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
 
 static void relay_maybe_free(relay_stream *rs)
 {
-    if (rs->ds || rs->us || rs->pending || rs->async.active || rs->wake_queued)
+    if (rs->ds || rs->us || rs->pending || rs->async.active || rs->wake_queued || rs->token_wait ||
+        rs->async.in_callback)
         return;
     if (rs->xform_state && rs->method && rs->method->free_state)
         rs->method->free_state(rs->xform_state);
@@ -157,6 +169,10 @@ static void relay_maybe_free(relay_stream *rs)
     if (rs->policy && !rs->internal)
         policy_encryption_unref(rs->policy);
     access_policy_unref(rs->access);
+    free(rs->token_override);
+    free(rs->mapped_user);
+    if (rs->token_held)
+        evbuffer_free(rs->token_held);
     for (int d = 0; d < 2; d++)
         if (rs->parked_in[d])
             evbuffer_free(rs->parked_in[d]);
@@ -451,6 +467,115 @@ static int access_start(relay_stream *rs, struct access_policy *ap)
     return 0;
 }
 
+/* ------------------------------------------------------------------ mapped etcd users */
+static int start_internal_call(relay_stream *p, const char *path, const uint8_t *req, size_t len,
+                               const char *token, transform_call_cb cb, void *arg);
+static void process_client_data(relay_stream *rs, const uint8_t *data, size_t len);
+
+/* The Authenticate answer for a call waiting for its mapped user's token (token_start). */
+static void token_ready(void *arg, int status, const char *status_msg, const uint8_t *msg,
+                        size_t len)
+{
+    relay_stream *rs = arg;
+    rs->token_wait = false;
+    if (!rs->ds || rs->local_done) {
+        if (rs->token_held)
+            evbuffer_drain(rs->token_held, evbuffer_get_length(rs->token_held));
+        return; /* freed by internal_complete once this callback returns */
+    }
+    char *token = status == GRPC_OK ? etcd_user_token_parse(msg, len) : NULL;
+    if (!token) {
+        relay_finish_local(
+            rs, status == GRPC_OK || status == GRPC_CANCELLED ? GRPC_UNAVAILABLE : status,
+            "etcdseal: cannot authenticate identity \"%s\" as etcd user \"%s\": %s",
+            rs->ds->identity.shown, rs->mapped_user,
+            status == GRPC_OK ? "no token in the answer"
+                              : (status_msg && *status_msg ? status_msg : "failed"));
+        return;
+    }
+    etcd_user_token_put(rs->mapped_user, token);
+    rs->token_override = token;
+    if (rs->submit_after_token) {
+        rs->submit_after_token = false;
+        upstream_pool_submit(rs->w->pool, rs);
+    }
+    struct evbuffer *held = rs->token_held;
+    size_t n = held ? evbuffer_get_length(held) : 0;
+    if (n > 0) {
+        uint8_t *copy = malloc(n);
+        if (!copy) {
+            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+            return;
+        }
+        evbuffer_remove(held, copy, n);
+        process_client_data(rs, copy, n);
+        free(copy);
+    }
+    if (rs->eof_after_token && rs->ds && !rs->local_done)
+        relay_on_client_eof(rs);
+}
+
+/* --map-identity-to-etcd-user: when a rule maps the caller to an etcd user, the call carries
+ * that user's token upstream instead of the client's. A cached token is used at once; without
+ * one the call waits (its input held) for an internal Authenticate. Returns -1 when the call
+ * was ended. */
+static int token_start(relay_stream *rs, struct access_policy *ap)
+{
+    if (access_method_class(rs->method) == ACCESS_CALL_FREE ||
+        !strcmp(rs->method->path, "/etcdserverpb.Auth/Authenticate"))
+        return 0; /* health checks, and a client's own login, go as they are */
+    access_identity id;
+    peer_identity_view(&rs->ds->identity, &id);
+    access_etcd_user u;
+    if (!access_policy_etcd_user(ap, &id, &u))
+        return 0;
+    rs->mapped_user = strdup(u.name);
+    if (!rs->mapped_user) {
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return -1;
+    }
+    const char *cached = etcd_user_token_get(u.name);
+    if (cached) {
+        if (!(rs->token_override = strdup(cached))) {
+            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+            return -1;
+        }
+        return 0;
+    }
+    buf_t req = BUF_INIT;
+    if (etcd_user_token_request(&u, &req) != 0) {
+        buf_wipe_free(&req);
+        relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return -1;
+    }
+    rs->token_wait = true;
+    /* "" = the client's token is not sent with the login */
+    int rc = start_internal_call(rs, "/etcdserverpb.Auth/Authenticate", req.data, req.len, "",
+                                 token_ready, rs);
+    buf_wipe_free(&req);
+    if (rc != 0) {
+        rs->token_wait = false;
+        relay_finish_local(rs, GRPC_UNAVAILABLE,
+                           "etcdseal: cannot authenticate as etcd user \"%s\"", u.name);
+        return -1;
+    }
+    return rs->local_done ? -1 : 0;
+}
+
+/* etcd refused a mapped user's cached token: forget it so the next call logs in again. */
+static void note_upstream_status(relay_stream *rs, const hdr_list *l)
+{
+    if (!rs->mapped_user || !rs->token_override)
+        return;
+    nghttp2_vec m = hdr_find(l, "grpc-message");
+    char text[256];
+    snprintf(text, sizeof text, "%.*s", (int)m.len, m.base ? (const char *)m.base : "");
+    if (etcd_user_token_is_invalid_error(text)) {
+        log_info("etcd refused the mapped user's token; it is dropped|user=%s", rs->mapped_user);
+        etcd_user_token_drop(rs->mapped_user, rs->token_override);
+    }
+}
+
 void relay_on_request_headers(relay_stream *rs)
 {
     nghttp2_vec path = hdr_find(&rs->req_hdrs, ":path");
@@ -497,8 +622,12 @@ void relay_on_request_headers(relay_stream *rs)
         rs->resp_reasm_on = true;
     }
     rs->retryable = true;
+    if (ap && rs->w->rt->map_identity_to_etcd_user && token_start(rs, ap) != 0)
+        return;
     if ((rs->method->request_transform || rs->access) && !rs->method->client_streaming)
         rs->submit_deferred = true; /* opened when the transformed (or checked) request exists */
+    else if (rs->token_wait)
+        rs->submit_after_token = true;
     else
         upstream_pool_submit(rs->w->pool, rs);
 }
@@ -506,6 +635,18 @@ void relay_on_request_headers(relay_stream *rs)
 void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len)
 {
     rs->client_unconsumed += len;
+    if (rs->token_wait && !rs->local_done) { /* the call starts once the etcd token is there */
+        if (!rs->token_held)
+            rs->token_held = evbuffer_new();
+        if (!rs->token_held || evbuffer_add(rs->token_held, data, len) != 0)
+            relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
+        return;
+    }
+    process_client_data(rs, data, len);
+}
+
+static void process_client_data(relay_stream *rs, const uint8_t *data, size_t len)
+{
     if (rs->local_done || rs->resp_done || !rs->method || rs->async.active) {
         release_client_window(rs); /* dropped: the call is over (or taken over) */
         return;
@@ -525,6 +666,10 @@ void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len)
 
 void relay_on_client_eof(relay_stream *rs)
 {
+    if (rs->token_wait && !rs->local_done) {
+        rs->eof_after_token = true; /* delivered after the held input */
+        return;
+    }
     rs->client_eof = true;
     if (rs->parked[TRANSFORM_REQUEST])
         return; /* handled when the parked message has been re-run */
@@ -603,7 +748,7 @@ int relay_submit_upstream(relay_stream *rs, h2conn *us)
     size_t n;
     /* never let etcd compress what a transformer has to read */
     nghttp2_nv *nva = hdr_nva(&rs->req_hdrs, rs->resp_reasm_on ? "grpc-accept-encoding" : NULL,
-                              rs->path_override, &n, stackv, 32);
+                              rs->path_override, rs->token_override, &n, stackv, 32);
     if (!nva)
         return -1;
     nghttp2_data_provider prd = {.source.ptr = rs, .read_callback = upstream_read_cb};
@@ -642,7 +787,7 @@ static ssize_t downstream_read_cb(nghttp2_session *session, int32_t stream_id, u
         } else if (rs->trailers.n > 0) {
             nghttp2_nv stackv[16];
             size_t nt;
-            nghttp2_nv *nva = hdr_nva(&rs->trailers, NULL, NULL, &nt, stackv, 16);
+            nghttp2_nv *nva = hdr_nva(&rs->trailers, NULL, NULL, NULL, &nt, stackv, 16);
             if (nva) {
                 nghttp2_submit_trailer(session, rs->ds_id, nva, nt);
                 if (nva != stackv)
@@ -679,13 +824,14 @@ void relay_on_upstream_headers(relay_stream *rs, bool end_stream)
         return;
     nghttp2_nv stackv[16];
     size_t n;
-    nghttp2_nv *nva = hdr_nva(&rs->resp_hdrs, NULL, NULL, &n, stackv, 16);
+    nghttp2_nv *nva = hdr_nva(&rs->resp_hdrs, NULL, NULL, NULL, &n, stackv, 16);
     if (!nva) {
         relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
         return;
     }
     if (end_stream) { /* trailers-only response */
         rs->status = hdr_status(&rs->resp_hdrs);
+        note_upstream_status(rs, &rs->resp_hdrs);
         nghttp2_submit_response(rs->ds->session, rs->ds_id, nva, n, NULL);
         rs->resp_started = rs->resp_done = true;
     } else {
@@ -719,6 +865,7 @@ void relay_on_upstream_trailers(relay_stream *rs)
     if (rs->local_done)
         return;
     rs->status = hdr_status(&rs->trailers);
+    note_upstream_status(rs, &rs->trailers);
     relay_on_upstream_eof(rs);
 }
 
@@ -871,7 +1018,10 @@ static void internal_complete(relay_stream *rs, int status, const char *status_m
     rs->internal_cb(rs->internal_arg, ok && parent->ds ? GRPC_OK : (ok ? GRPC_CANCELLED : status),
                     status_msg, ok ? rs->internal_msg.data : NULL, ok ? rs->internal_msg.len : 0);
     a->in_callback = false;
-    async_maybe_release(parent);
+    if (a->active)
+        async_maybe_release(parent);
+    else
+        relay_maybe_free(parent); /* a call that waited for its etcd token (token_ready) */
 }
 
 int transform_async_call(transform_async *a, const char *path, const uint8_t *req, size_t len,
@@ -880,18 +1030,29 @@ int transform_async_call(transform_async *a, const char *path, const uint8_t *re
     relay_stream *p = a->rs;
     if (!p->ds || a->finished)
         return -1;
+    return start_internal_call(p, path, req, len, p->token_override, cb, arg);
+}
+
+/* An internal unary call for parent p (see transform_async_call); `token` as token_override. */
+static int start_internal_call(relay_stream *p, const char *path, const uint8_t *req, size_t len,
+                               const char *token, transform_call_cb cb, void *arg)
+{
+    struct transform_async *a = &p->async;
+    a->rs = p;
     relay_stream *rs = calloc(1, sizeof *rs);
     if (!rs)
         return -1;
     rs->to_up = evbuffer_new();
     rs->to_down = evbuffer_new();
     rs->path_override = strdup(path);
-    if (!rs->to_up || !rs->to_down || !rs->path_override) {
+    rs->token_override = token ? strdup(token) : NULL;
+    if (!rs->to_up || !rs->to_down || !rs->path_override || (token && !rs->token_override)) {
         if (rs->to_up)
             evbuffer_free(rs->to_up);
         if (rs->to_down)
             evbuffer_free(rs->to_down);
         free(rs->path_override);
+        free(rs->token_override);
         free(rs);
         return -1;
     }

@@ -62,6 +62,7 @@ typedef struct h2conn {
     struct event *flush_ev; /* deferred flush: one write per loop turn */
     struct event *free_ev;  /* deferred teardown: never free a session inside its callbacks */
     struct event *ack_ev;   /* sends held PING ACKs (see h2conn_flush) */
+    struct event *read_ev;  /* cleartext: reads the socket directly (see direct_read_cb) */
     bool flush_pending;
     bool closing;
     bool tls;               /* TLS connections always write through the bufferevent */
@@ -154,6 +155,14 @@ typedef struct relay_stream {
     /* the access policy checking this call's request messages (KEYS-class methods while a
      * policy is loaded; NULL otherwise): taken at call start, like `policy` */
     struct access_policy *access;
+    /* --map-identity-to-etcd-user: the etcd token sent upstream in place of the client's
+     * (NULL: the client's headers as they came; "": no token at all) and whose it is */
+    char *token_override;
+    char *mapped_user;
+    bool token_wait;         /* Authenticate in flight: client input waits in token_held */
+    bool submit_after_token; /* open upstream once the token is there */
+    bool eof_after_token;
+    struct evbuffer *token_held;
     /* a direction whose current message waits for a KMS result (TRANSFORM_WOULD_BLOCK):
      * input arriving meanwhile waits in parked_in[dir] */
     bool parked[2];
