@@ -270,6 +270,42 @@ static void test_password_file(void)
     rmdir(dir);
 }
 
+/* conf/examples/access-policy.yaml loads (its password file path pointed at a temp file) */
+static void test_example_file(void)
+{
+    FILE *f = fopen("conf/examples/access-policy.yaml", "r");
+    CHECK(f != NULL);
+    if (!f)
+        return;
+    static char text[16384], out[17000];
+    size_t n = fread(text, 1, sizeof text - 1, f);
+    fclose(f);
+    text[n] = '\0';
+    char pw[] = "/tmp/es-ap-pw-XXXXXX";
+    int fd = mkstemp(pw);
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    CHECK(write(fd, "pw\n", 3) == 3);
+    close(fd);
+    const char *old = "/etc/etcdseal/etcd-ops.password";
+    char *at = strstr(text, old);
+    CHECK(at != NULL);
+    if (at) {
+        snprintf(out, sizeof out, "%.*s%s%s", (int)(at - text), text, pw, at + strlen(old));
+        es_error err = {0};
+        access_policy *p = NULL;
+        CHECK_MSG(access_policy_load_buffer("example", out, strlen(out), &p, &err) == 0, "%s",
+                  err.msg);
+        CHECK_EQ_INT(access_policy_rule_count(p), 5);
+        access_identity api = cn("kube-apiserver"), ops = cn("ops-eve");
+        CHECK(allow(p, &api, ACCESS_VERB_WRITE, "/registry/secrets/a", NULL));
+        CHECK(allow(p, &ops, ACCESS_VERB_WRITE, "", "\0"));
+        access_policy_unref(p);
+    }
+    unlink(pw);
+}
+
 /* ---------------------------------------------------------------- access_check on messages */
 
 /* in place: the struct's pointers point into itself */
@@ -485,6 +521,7 @@ int main(int argc, char **argv)
     RUN(test_ranges);
     RUN(test_loader_errors);
     RUN(test_password_file);
+    RUN(test_example_file);
     RUN(test_txn_messages);
     RUN(test_deep_txn_refused);
     RUN(test_method_classes);
