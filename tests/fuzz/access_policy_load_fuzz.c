@@ -1,8 +1,8 @@
 /* access_policy_load_fuzz.c - libFuzzer target for the access policy loader
  * (access_policy_load_buffer), then verdicts for identities and keys taken from the input
- * itself: every line is tried as a CN, DNS and URI name and as a key, and consecutive lines as a
- * [key, range_end) pair. Any outcome is fine except crashes, leaks and sanitizer reports.
- * Seed corpus: tests/fuzz/corpus/access_policy_load/.
+ * itself (every line is tried as a CN, DNS and URI name and as a key, and consecutive lines as a
+ * [key, range_end) pair) and from a fixed list matching the seed corpus. Any outcome is fine except
+ * crashes, leaks and sanitizer reports. Seed corpus: tests/fuzz/corpus/access_policy_load/.
  */
 #include <stddef.h>
 #include <stdint.h>
@@ -66,6 +66,18 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         prev_len = n;
         line += n + 1;
     }
+    /* names and keys the seed corpus uses, so valid seeds reach allow verdicts too */
+    static const char *const fixed[] = {"kube-apiserver",
+                                        "a.apiserver.local",
+                                        "spiffe://cluster/ns/x",
+                                        "ops-1",
+                                        "/registry/pods/a",
+                                        "/app/x",
+                                        ""};
+    for (size_t i = 0; i < sizeof fixed / sizeof fixed[0]; i++)
+        for (size_t k = 0; k < sizeof fixed / sizeof fixed[0]; k++)
+            probe(p, fixed[i], (const uint8_t *)fixed[k], strlen(fixed[k]),
+                  (const uint8_t *)"/registry0", 10);
     uint8_t pe[64];
     if (size < sizeof pe)
         (void)access_prefix_end(data, size, pe);
