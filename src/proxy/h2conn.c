@@ -1,7 +1,9 @@
 /* h2conn.c - what both kinds of HTTP/2 connection share: feeding received bytes to nghttp2,
  * batching frames into one socket write per event-loop turn, and deferred teardown (an nghttp2
  * session must never be freed from inside its own callbacks). */
+#include <errno.h>
 #include <stdlib.h>
+#include <sys/socket.h>
 #include <string.h>
 
 #include "base/log.h"
@@ -155,7 +157,79 @@ void h2conn_close(h2conn *c, const char *why)
     log_debug("connection closing|peer=%s kind=%s reason=\"%s\"", c->peer,
               c->kind == H2CONN_DOWNSTREAM ? "client" : "upstream", why);
     bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+    if (c->read_ev)
+        event_del(c->read_ev);
     event_active(c->free_ev, EV_TIMEOUT, 0);
+}
+
+/* Feeds received bytes to nghttp2. Returns 0, or -1 when the connection is closing (a protocol
+ * error: nghttp2's GOAWAY is flushed first). */
+static int h2conn_feed(h2conn *c, const uint8_t *data, size_t len)
+{
+    while (len > 0) {
+        ssize_t r = nghttp2_session_mem_recv(c->session, data, len);
+        if (r < 0) {
+            log_info("http2 protocol error|peer=%s err=%s", c->peer, nghttp2_strerror((int)r));
+            /* let nghttp2 send its GOAWAY before we go */
+            h2conn_flush(c, true);
+            h2conn_close(c, "protocol error");
+            return -1;
+        }
+        if (c->closing)
+            return -1;
+        data += r;
+        len -= (size_t)r;
+    }
+    return 0;
+}
+
+/* Cleartext connections read the socket themselves once the first bytes arrived: the
+ * bufferevent asks the kernel how much is readable (an ioctl) and allocates a buffer chain per
+ * read; here one recv() lands in a stack buffer that nghttp2 reads directly. EOF and errors go to
+ * the bufferevent's event callback, as if the bufferevent had seen them. */
+#define H2CONN_READ_CHUNK (64u << 10)
+#define H2CONN_READS_PER_EVENT 4
+
+static void report_read_end(h2conn *c, short what)
+{
+    bufferevent_event_cb eventcb = NULL;
+    void *cbarg = NULL;
+    bufferevent_getcb(c->bev, NULL, NULL, &eventcb, &cbarg);
+    if (c->read_ev)
+        event_del(c->read_ev);
+    if (eventcb)
+        eventcb(c->bev, (short)(BEV_EVENT_READING | what), cbarg);
+}
+
+static void direct_read_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)what;
+    h2conn *c = arg;
+    uint8_t buf[H2CONN_READ_CHUNK];
+    if (c->closing)
+        return;
+    c->last_recv_ms = worker_now_ms();
+    for (int i = 0; i < H2CONN_READS_PER_EVENT; i++) {
+        ssize_t n = recv(fd, buf, sizeof buf, 0);
+        if (n > 0) {
+            if (h2conn_feed(c, buf, (size_t)n) != 0)
+                return;
+            if ((size_t)n < sizeof buf)
+                break;
+            continue;
+        }
+        if (n == 0) {
+            report_read_end(c, BEV_EVENT_EOF);
+            return;
+        }
+        if (errno == EINTR)
+            continue;
+        if (errno == EAGAIN || errno == EWOULDBLOCK)
+            break;
+        report_read_end(c, BEV_EVENT_ERROR);
+        return;
+    }
+    h2conn_schedule_flush(c);
 }
 
 void h2conn_read_cb(struct bufferevent *bev, void *arg)
@@ -172,23 +246,22 @@ void h2conn_read_cb(struct bufferevent *bev, void *arg)
             n = 8;
         size_t total = 0;
         for (int i = 0; i < n; i++) {
-            ssize_t r = nghttp2_session_mem_recv(c->session, vec[i].iov_base, vec[i].iov_len);
-            if (r < 0) {
-                log_info("http2 protocol error|peer=%s err=%s", c->peer,
-                         nghttp2_strerror((int)r));
-                evbuffer_drain(in, total);
-                /* let nghttp2 send its GOAWAY before we go */
-                h2conn_flush(c, true);
-                h2conn_close(c, "protocol error");
+            if (h2conn_feed(c, vec[i].iov_base, vec[i].iov_len) != 0)
                 return;
-            }
-            total += (size_t)r;
-            if (c->closing)
-                break;
+            total += vec[i].iov_len;
         }
         evbuffer_drain(in, total);
-        if (c->closing)
-            return;
+    }
+    if (!c->tls && !c->read_ev) {
+        evutil_socket_t fd = bufferevent_getfd(bev);
+        c->read_ev = fd >= 0 ? event_new(c->w->base, fd, EV_READ | EV_PERSIST, direct_read_cb, c)
+                             : NULL;
+        if (c->read_ev && event_add(c->read_ev, NULL) == 0)
+            bufferevent_disable(bev, EV_READ);
+        else if (c->read_ev) {
+            event_free(c->read_ev);
+            c->read_ev = NULL;
+        }
     }
     h2conn_schedule_flush(c);
 }
@@ -213,6 +286,8 @@ void h2conn_release(h2conn *c)
         event_free(c->ping_ev);
     if (c->ack_ev)
         event_free(c->ack_ev);
+    if (c->read_ev)
+        event_free(c->read_ev);
     if (c->stage)
         evbuffer_free(c->stage);
     if (c->bev)
