@@ -44,6 +44,11 @@ class SetupError(Exception):
     pass
 
 
+class Refused(Exception):
+    """A run stayed disturbed after every try and BENCH_ALLOW_NOISE is not set: the report would
+    be refused anyway, so the harness stops at once instead of spending the rest of the run."""
+
+
 # ------------------------------------------------------------------------------ /proc readers
 def proc_cpu_s(pid):
     """utime+stime of a live process (all threads) in seconds; 0.0 when it is gone."""
@@ -223,6 +228,7 @@ class Bench:
         self.idle_watch = None
         self.noisy_runs = []  # runs still disturbed after all tries
         self.bench_bin = args.benchmark
+        self.allow_noise = os.environ.get("BENCH_ALLOW_NOISE") == "1"
 
     # ---- setup
     def write_configs(self):
@@ -382,6 +388,10 @@ class Bench:
                 r["kept"] = True
                 break
         self.noisy_runs.append(r)
+        if not self.allow_noise:
+            raise Refused("%s %s via %s round %d: other processes used %.0f%% of a core in the last of "
+                          "%d attempts, all above the limit of %.0f%%" % (medium, wl[0], ep, rnd, r["dist_pct"], r["attempt"],
+                                                   self.a.max_disturbance_pct))
 
     def record_rss(self, medium, wname):
         for ep in ["gproxy"] + ETCDSEAL_MODES:
@@ -654,6 +664,10 @@ def main():
     except SetupError as e:
         log("ERROR: %s" % e)
         return 2
+    except Refused as e:
+        log("REFUSED: %s. The machine is busy: rerun when it is quiet (check top), or set BENCH_ALLOW_NOISE=1 "
+            "for a report marked NOISY. No report written." % e)
+        return 3
     except KeyboardInterrupt:
         return 130
     finally:
