@@ -75,9 +75,13 @@ static int on_header(nghttp2_session *session, const nghttp2_frame *frame, nghtt
     if (!rs)
         return 0;
     ds_conn *d = as_ds(user_data);
-    if (d->hdr_stream_id != frame->hd.stream_id || d->hdr_over_limit)
-        return 0; /* over the limit: the rest of the block is decoded (HPACK state) and dropped */
+    if (d->hdr_stream_id != frame->hd.stream_id)
+        return 0;
+    /* counted to the end of the block so the error gives the full size; once over the limit
+     * the rest is still decoded (HPACK state must stay in step) but not kept */
     d->hdr_bytes += nghttp2_rcbuf_get_buf(name).len + nghttp2_rcbuf_get_buf(value).len + 32;
+    if (d->hdr_over_limit)
+        return 0;
     if (d->hdr_bytes > d->c.w->rt->max_header_list_bytes) {
         d->hdr_over_limit = true;
         hdr_list_clear(&rs->req_hdrs); /* what the call had is not kept either */
