@@ -225,7 +225,7 @@ class Bench:
         self.plugin = None
         self.runs = []  # dicts, one per kept or discarded attempt
         self.rss = {}  # (medium, workload, endpoint) -> VmHWM MiB after the workload
-        self.idle_watch = None
+        self.idle_watch = {}  # endpoint -> figures of the idle watch streams test
         self.noisy_runs = []  # runs still disturbed after all tries
         self.bench_bin = args.benchmark
         self.allow_noise = os.environ.get("BENCH_ALLOW_NOISE") == "1"
@@ -397,18 +397,17 @@ class Bench:
         for ep in ["gproxy"] + ETCDSEAL_MODES:
             self.rss[(medium, wname, ep)] = proc_status_kib(self.procs[ep].pid, "VmHWM") / 1024.0
 
-    def idle_watchers(self):
-        """Open N idle watch streams through the aesgcm proxy and read its RSS once all exist."""
+    def idle_watchers(self, ep):
+        """Open N idle watch streams through endpoint ep and read its proxy's RSS once all exist."""
         n = self.a.idle_watch_streams
         if n <= 0 or not os.access(self.a.it_watchers, os.X_OK):
-            self.idle_watch = {"skipped": "it_watchers not built or --idle-watch-streams 0"}
+            self.idle_watch[ep] = {"skipped": "it_watchers not built or --idle-watch-streams 0"}
             return
-        ep = self.eps["aesgcm"]
-        pid = self.procs["aesgcm"].pid
+        pid = self.procs[ep].pid
         rss0 = proc_status_kib(pid, "VmRSS") / 1024.0
-        key = self.prefix("aesgcm") + "idle-watch"
-        p = subprocess.Popen([self.a.it_watchers, "-a", ep, "-n", str(n), "-c", "10", "-k", key, "-t", "60"],
-                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        key = self.prefix(ep) + "idle-watch"
+        p = subprocess.Popen([self.a.it_watchers, "-a", self.eps[ep], "-n", str(n), "-c", "10", "-k", key,
+                              "-t", "60"], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
         t0 = time.monotonic()
         ready = ""
         for line in p.stdout:
@@ -417,19 +416,19 @@ class Bench:
                 ready = line
                 break
         created_s = time.monotonic() - t0
-        time.sleep(0.5)
+        time.sleep(0.5)  # let the proxy settle (buffers of the creation burst)
         rss = proc_status_kib(pid, "VmRSS") / 1024.0
         hwm = proc_status_kib(pid, "VmHWM") / 1024.0
-        etcdctl(self.eps["aesgcm"], "put", key, "wake")
+        etcdctl(self.eps[ep], "put", key, "wake")  # every stream must get its event
         try:
             tail = p.communicate(timeout=60)[0].decode(errors="replace").strip()
         except subprocess.TimeoutExpired:
             p.kill()
             tail = p.communicate()[0].decode(errors="replace").strip()
-        self.idle_watch = {"streams": n, "ready": ready, "done": tail.splitlines()[-1] if tail else "",
-                           "rc": p.returncode, "rss_before": rss0, "rss_mib": rss, "hwm": hwm,
-                           "create_s": created_s}
-        log("idle watch: %s; aesgcm VmRSS %.1f MiB (before %.1f), rc=%d" % (ready, rss, rss0, p.returncode))
+        self.idle_watch[ep] = {"streams": n, "ready": ready, "done": tail.splitlines()[-1] if tail else "",
+                               "rc": p.returncode, "rss_before": rss0, "rss_mib": rss, "hwm": hwm,
+                               "create_s": created_s}
+        log("idle watch via %s: %s; VmRSS %.1f MiB (before %.1f), rc=%d" % (ep, ready, rss, rss0, p.returncode))
 
     def run(self):
         self.write_configs()
@@ -461,7 +460,8 @@ class Bench:
                     self.record_rss(medium, name)
                     dirty = name.startswith("put") or name.startswith("watch")
                 if medium == "tmpfs":
-                    self.idle_watchers()
+                    for ep in ("aesgcm", "gproxy"):
+                        self.idle_watchers(ep)
             finally:
                 self.stop_servers()
 
@@ -583,11 +583,11 @@ def report(b, meta, relay_text, noisy):
     L.append("")
     L.append("| target | aesgcm | etcd grpc-proxy | threshold | result |")
     L.append("|---|---|---|---|---|")
-    iw = b.idle_watch or {}
     for label, wname, metric, op, thr in TARGETS:
         if wname == "idle_watch":
+            iw, ig = b.idle_watch.get("aesgcm", {}), b.idle_watch.get("gproxy", {})
             v = iw.get("rss_mib") if iw.get("rc") == 0 else None
-            g = None
+            g = ig.get("rss_mib") if ig.get("rc") == 0 else None
         else:
             f = s.get(("tmpfs", wname, "aesgcm"))
             v = f[metric] if f else None
@@ -599,14 +599,14 @@ def report(b, meta, relay_text, noisy):
             ok = v >= thr if op == ">=" else v <= thr
             res = "PASS" if ok else "MISS"
         L.append("| %s | %s | %s | %s %g | %s |" % (label, fmt(v, ".2f"), fmt(g, ".2f"), op, thr, res))
-    if iw:
+    for ep, iw in b.idle_watch.items():
         L.append("")
         if "skipped" in iw:
-            L.append("Idle watch streams: skipped (%s)." % iw["skipped"])
+            L.append("Idle watch streams via %s: skipped (%s)." % (ep, iw["skipped"]))
         else:
-            L.append("Idle watch streams: %d streams over 10 connections through aesgcm (build/tools/it_watchers); "
-                     "`%s` after %.1f s; aesgcm VmRSS %.1f MiB with them open (%.1f MiB before, VmHWM %.1f); "
-                     "`%s` (exit %d)." % (iw["streams"], iw["ready"], iw["create_s"], iw["rss_mib"],
+            L.append("Idle watch streams via %s: %d streams over 10 connections (build/tools/it_watchers); "
+                     "`%s` after %.1f s; VmRSS %.1f MiB with them open (%.1f MiB before, VmHWM %.1f); "
+                     "`%s` (exit %d)." % (ep, iw["streams"], iw["ready"], iw["create_s"], iw["rss_mib"],
                                           iw["rss_before"], iw["hwm"], iw["done"], iw["rc"]))
     if relay_text:
         L.append("")
