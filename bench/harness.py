@@ -511,10 +511,21 @@ def summarize(b):
             "rss_mib": b.rss.get(k),
         }
         out[k] = f
+    # Ratio and added p50 are paired by round (the runs of one round are back to back, so they
+    # share the machine's state) and the median is taken over the rounds.
     for k, f in out.items():
-        d = out.get((k[0], k[1], "direct"))
-        f["ratio"] = f["rps"] / d["rps"] if d and d["rps"] and f["rps"] else None
-        f["added_p50_us"] = (f["p50"] - d["p50"]) * 1e6 if d and d["p50"] is not None and f["p50"] is not None else None
+        direct = {r["round"]: r for r in rows.get((k[0], k[1], "direct"), {"kept": []})["kept"]}
+        ratios, added = [], []
+        for r in rows[k]["kept"]:
+            d = direct.get(r["round"])
+            if not d:
+                continue
+            if d["rps"] and r["rps"]:
+                ratios.append(r["rps"] / d["rps"])
+            if d["p50"] is not None and r["p50"] is not None:
+                added.append((r["p50"] - d["p50"]) * 1e6)
+        f["ratio"] = med(ratios)
+        f["added_p50_us"] = med(added)
     return keys, out
 
 
