@@ -183,7 +183,15 @@ static void event_cb(struct bufferevent *bev, short events, void *arg)
         if (e) {
             char text[256];
             ERR_error_string_n(e, text, sizeof text);
-            log_info("client TLS error|peer=%s err=\"%s\"", c->peer, text);
+            /* "certificate verify failed" alone does not say why: add the X.509 reason
+             * (expired, unknown CA, revoked...) */
+            SSL *ssl = bufferevent_openssl_get_ssl(bev);
+            long vr = ssl ? SSL_get_verify_result(ssl) : X509_V_OK;
+            if (vr != X509_V_OK)
+                log_info("client TLS error|peer=%s err=\"%s\" verify=\"%s\"", c->peer, text,
+                         X509_verify_cert_error_string(vr));
+            else
+                log_info("client TLS error|peer=%s err=\"%s\"", c->peer, text);
         }
     }
     h2conn_close(c, (events & BEV_EVENT_EOF) ? "client closed" : "client connection error");
