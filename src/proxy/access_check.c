@@ -394,3 +394,19 @@ int access_check_message(const access_policy *p, const peer_identity *pi, const 
         count(m, false);
     return rc;
 }
+
+int access_watch_denied_response(const char *reason, buf_t *out)
+{
+    Etcdserverpb__ResponseHeader header = ETCDSERVERPB__RESPONSE_HEADER__INIT;
+    Etcdserverpb__WatchResponse r = ETCDSERVERPB__WATCH_RESPONSE__INIT;
+    r.header = &header; /* clientv3 dereferences it */
+    r.watch_id = -1;
+    r.created = 1;
+    r.canceled = 1;
+    r.cancel_reason = (char *)reason;
+    size_t n = etcdserverpb__watch_response__get_packed_size(&r);
+    if (buf_reserve(out, n) != 0)
+        return -1;
+    out->len += etcdserverpb__watch_response__pack(&r, out->data + out->len);
+    return 0;
+}

@@ -262,8 +262,53 @@ void relay_finish_local(relay_stream *rs, int status, const char *fmt, ...)
 }
 
 /* ------------------------------------------------------------------ transformers */
+static ssize_t downstream_read_cb(nghttp2_session *session, int32_t stream_id, uint8_t *buf,
+                                  size_t length, uint32_t *data_flags, nghttp2_data_source *source,
+                                  void *user_data);
+
+/* A denied WatchCreateRequest ends only that watch, as etcd does for its own auth: a canceled
+ * WatchResponse goes to the client (response headers sent by the proxy when etcd has not sent
+ * any yet) and the create never goes upstream; other watches on the stream carry on. Responses
+ * are whole framed messages in to_down (the Watch response is reassembled), so one can be
+ * appended between them. Returns 0, or -1 when that was impossible (the caller ends the call). */
+static int answer_denied_watch(relay_stream *rs, const char *reason)
+{
+    if (!rs->resp_reasm_on || rs->resp_done || rs->local_done || rs->ds->closing)
+        return -1;
+    buf_t msg = BUF_INIT;
+    uint8_t prefix[GRPC_PREFIX_LEN];
+    if (access_watch_denied_response(reason, &msg) != 0) {
+        buf_free(&msg);
+        return -1;
+    }
+    grpc_put_prefix(prefix, msg.len);
+    int rc = evbuffer_add(rs->to_down, prefix, sizeof prefix) == 0 &&
+                     evbuffer_add(rs->to_down, msg.data, msg.len) == 0
+                 ? 0
+                 : -1;
+    buf_free(&msg);
+    if (rc != 0)
+        return -1;
+    if (!rs->resp_started) {
+        nghttp2_nv nva[] = {
+            {(uint8_t *)":status", (uint8_t *)"200", 7, 3, NGHTTP2_NV_FLAG_NONE},
+            {(uint8_t *)"content-type", (uint8_t *)"application/grpc", 12, 16,
+             NGHTTP2_NV_FLAG_NONE},
+        };
+        nghttp2_data_provider prd = {.source.ptr = rs, .read_callback = downstream_read_cb};
+        if (nghttp2_submit_response(rs->ds->session, rs->ds_id, nva, 2, &prd) != 0)
+            return -1;
+        rs->resp_started = rs->resp_hdrs_local = true;
+    } else {
+        nghttp2_session_resume_data(rs->ds->session, rs->ds_id);
+    }
+    h2conn_schedule_flush(rs->ds);
+    return 0;
+}
+
 /* Checks one request message against the access policy (KEYS-class calls while a policy is
- * loaded). Returns 0 (allowed) or -1 (the call was ended). */
+ * loaded). Returns 0 (allowed: forward it), 1 (denied and answered: drop it) or -1 (the call
+ * was ended). */
 static int access_check_request(relay_stream *rs, const uint8_t *msg, size_t len)
 {
     es_error err = {0};
@@ -271,6 +316,9 @@ static int access_check_request(relay_stream *rs, const uint8_t *msg, size_t len
         return -1;
     if (access_check_message(rs->access, &rs->ds->identity, rs->method, msg, len, &err) == 0)
         return 0;
+    if (err.code == GRPC_PERMISSION_DENIED && rs->method->client_streaming &&
+        rs->method->server_streaming && answer_denied_watch(rs, err.msg) == 0)
+        return 1;
     relay_finish_local(rs, err.code > 0 && err.code < GRPC_STATUS_COUNT ? err.code : GRPC_INTERNAL,
                        "%s", err.msg);
     return -1;
@@ -299,8 +347,11 @@ static int run_transform(relay_stream *rs, transform_fn fn, enum transform_dir d
 {
     worker *w = rs->w;
     /* the access verdict comes before any transformer: those may call etcd themselves */
-    if (dir == TRANSFORM_REQUEST && rs->access && access_check_request(rs, msg, len) != 0)
-        return -1;
+    if (dir == TRANSFORM_REQUEST && rs->access) {
+        int verdict = access_check_request(rs, msg, len);
+        if (verdict != 0)
+            return verdict > 0 ? 0 : -1; /* answered (Watch create): nothing goes upstream */
+    }
     if (!fn)
         return forward_message(rs, dir, msg, len, dst);
     const proxy_runtime *rt = w->rt;
@@ -612,19 +663,28 @@ void relay_on_request_headers(relay_stream *rs)
         struct policy_encryption *p =
             atomic_load((_Atomic(struct policy_encryption *) *)&rs->w->rt->policy);
         rs->policy = p ? policy_encryption_ref(p) : NULL;
+        /* value transformers without an EncryptionConfiguration, or the MemberList rewrite
+         * without --advertise-client-url, would forward every message unchanged */
+        bool idle = rs->method->values_only ? !rs->policy : rs->w->rt->n_advertise_urls == 0;
+        if (!idle) {
+            rs->req_fn = rs->method->request_transform;
+            rs->resp_fn = rs->method->response_transform;
+        }
     }
-    if (rs->method->request_transform || rs->access) {
+    if (rs->req_fn || rs->access) {
         grpc_reasm_init(&rs->req_reasm, max);
         rs->req_reasm_on = true;
     }
-    if (rs->method->response_transform) {
+    /* with an access policy, responses stay whole messages (a denied Watch create is answered
+     * between them) even where no transformer runs */
+    if (rs->resp_fn || (rs->access && rs->method->response_transform)) {
         grpc_reasm_init(&rs->resp_reasm, max);
         rs->resp_reasm_on = true;
     }
     rs->retryable = true;
     if (ap && rs->w->rt->map_identity_to_etcd_user && token_start(rs, ap) != 0)
         return;
-    if ((rs->method->request_transform || rs->access) && !rs->method->client_streaming)
+    if ((rs->req_fn || rs->access) && !rs->method->client_streaming)
         rs->submit_deferred = true; /* opened when the transformed (or checked) request exists */
     else if (rs->token_wait)
         rs->submit_after_token = true;
@@ -656,7 +716,7 @@ static void process_client_data(relay_stream *rs, const uint8_t *data, size_t le
         return; /* window released when the parked bytes are processed */
     }
     if (rs->req_reasm_on)
-        feed_messages(rs, &rs->req_reasm, rs->method->request_transform, TRANSFORM_REQUEST, data,
+        feed_messages(rs, &rs->req_reasm, rs->req_fn, TRANSFORM_REQUEST, data,
                       len, rs->to_up);
     else if (evbuffer_add(rs->to_up, data, len) != 0)
         relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
@@ -680,7 +740,7 @@ void relay_on_client_eof(relay_stream *rs)
     if (rs->submit_deferred && !rs->local_done && !rs->async.active) {
         /* no message at all: etcd reads it as the empty request, so that is what is checked */
         if (rs->access && access_check_request(rs, NULL, 0) != 0)
-            return;
+            return;                  /* unary: only ever ended, never answered */
         rs->submit_deferred = false; /* let etcd answer it */
         upstream_pool_submit(rs->w->pool, rs);
         return;
@@ -822,6 +882,15 @@ void relay_on_upstream_headers(relay_stream *rs, bool end_stream)
     }
     if (!rs->ds || rs->local_done || rs->resp_done)
         return;
+    if (rs->resp_hdrs_local) { /* the client already has headers from the proxy */
+        if (end_stream) {      /* etcd's trailers-only answer: pass its status on as trailers */
+            nghttp2_vec m = hdr_find(&rs->resp_hdrs, "grpc-message");
+            int st = hdr_status(&rs->resp_hdrs);
+            relay_finish_local(rs, st < 0 ? GRPC_UNKNOWN : st, "%.*s", (int)m.len,
+                               m.base ? (const char *)m.base : "");
+        }
+        return;
+    }
     nghttp2_nv stackv[16];
     size_t n;
     nghttp2_nv *nva = hdr_nva(&rs->resp_hdrs, NULL, NULL, NULL, &n, stackv, 16);
@@ -908,7 +977,7 @@ void relay_on_upstream_data(relay_stream *rs, const uint8_t *data, size_t len)
         return;
     }
     if (rs->resp_reasm_on)
-        feed_messages(rs, &rs->resp_reasm, rs->method->response_transform, TRANSFORM_RESPONSE, data,
+        feed_messages(rs, &rs->resp_reasm, rs->resp_fn, TRANSFORM_RESPONSE, data,
                       len, rs->to_down);
     else if (evbuffer_add(rs->to_down, data, len) != 0)
         relay_finish_local(rs, GRPC_RESOURCE_EXHAUSTED, "etcdseal: out of memory");
@@ -1141,7 +1210,7 @@ static void resume_direction(relay_stream *rs, enum transform_dir dir)
 {
     grpc_reasm *r = dir == TRANSFORM_REQUEST ? &rs->req_reasm : &rs->resp_reasm;
     transform_fn fn =
-        dir == TRANSFORM_REQUEST ? rs->method->request_transform : rs->method->response_transform;
+        dir == TRANSFORM_REQUEST ? rs->req_fn : rs->resp_fn;
     struct evbuffer *dst = dir == TRANSFORM_REQUEST ? rs->to_up : rs->to_down;
     rs->parked[dir] = false;
     size_t mlen;

@@ -115,6 +115,7 @@ typedef struct relay_stream {
     bool client_eof;
     bool resp_started; /* response HEADERS submitted to the client */
     bool resp_done;    /* trailers submitted or stream reset: nothing more to send */
+    bool resp_hdrs_local; /* the proxy sent the response headers (a denied Watch create) */
     bool local_done;   /* the proxy decided the status itself */
     /* upstream side */
     h2conn *us;
@@ -130,7 +131,8 @@ typedef struct relay_stream {
     /* local status (when local_done) */
     int status;
     char *status_msg;
-    /* transformers */
+    /* transformers this call runs (the method's, or NULL where they would change nothing) */
+    transform_fn req_fn, resp_fn;
     grpc_reasm req_reasm, resp_reasm;
     bool req_reasm_on, resp_reasm_on;
     void *xform_state;

@@ -9,6 +9,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "base/buf.h"
 #include "base/secret.h"
 #include "etcdserverpb/rpc.pb-c.h"
 #include "policy/access_policy.h"
@@ -502,6 +503,22 @@ static void test_method_classes(void)
     access_policy_unref(p);
 }
 
+static void test_watch_denied_response(void)
+{
+    buf_t out = BUF_INIT;
+    CHECK_EQ_INT(access_watch_denied_response("etcdseal: access denied: x", &out), 0);
+    Etcdserverpb__WatchResponse *r = etcdserverpb__watch_response__unpack(NULL, out.len, out.data);
+    CHECK(r != NULL);
+    if (r) {
+        CHECK(r->header != NULL);
+        CHECK(r->created && r->canceled);
+        CHECK_EQ_INT(r->watch_id, -1);
+        CHECK_EQ_STR(r->cancel_reason, "etcdseal: access denied: x");
+        etcdserverpb__watch_response__free_unpacked(r, NULL);
+    }
+    buf_free(&out);
+}
+
 static void test_peer_identity_anonymous(void)
 {
     peer_identity pi;
@@ -525,6 +542,7 @@ int main(int argc, char **argv)
     RUN(test_txn_messages);
     RUN(test_deep_txn_refused);
     RUN(test_method_classes);
+    RUN(test_watch_denied_response);
     RUN(test_peer_identity_anonymous);
     return TEST_EXIT();
 }
