@@ -26,7 +26,7 @@ tmp=$(mktemp -d /tmp/etcdseal-bench-relay.XXXXXX)
 trap 'rm -rf "$tmp"' EXIT
 cp "$BIN" "$tmp/bench_relay" # a rebuild during the run must not change the binary
 
-echo "native (ns per relayed Put, wall clock, one worker thread; machine noise shows here):"
+echo "native (ns per relayed Put, wall clock, one proxy worker; other_pct = CPU of other processes meanwhile, % of a core):"
 for mode in $modes; do
   for c in 1 16; do
     timeout 300 "$tmp/bench_relay" -m "$mode" -c "$c" -n "$native_n" -w 1000 -s "$vsize"

@@ -17,7 +17,10 @@
  * the dump holds only the proxy worker's instructions for exactly -n requests.
  *
  * Usage: bench_relay [-n REQUESTS] [-w WARMUP] [-c IN_FLIGHT] [-s VALUE_BYTES] [-m plain|aesgcm]
- * Prints: "relay mode=.. requests=.. in_flight=.. value_bytes=.. ns_per_req=.. req_per_s=..". */
+ * Prints: "relay mode=.. requests=.. in_flight=.. value_bytes=.. ns_per_req=.. req_per_s=..
+ * process_cpu_ns_per_req=.. other_pct=.." (CPU of this whole process per call, and the CPU other
+ * processes took meanwhile as % of one core: the wall-clock figure means little when it is high).
+ */
 #include <arpa/inet.h>
 #include <errno.h>
 #include <fcntl.h>
@@ -30,6 +33,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -58,6 +62,28 @@ static uint64_t now_ns(void)
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
+}
+
+/* CPU seconds of this whole process (proxy worker, client and fake etcd together). */
+static double self_cpu_s(void)
+{
+    struct rusage ru;
+    if (getrusage(RUSAGE_SELF, &ru) != 0)
+        return 0;
+    return (double)ru.ru_utime.tv_sec + (double)ru.ru_utime.tv_usec / 1e6 +
+           (double)ru.ru_stime.tv_sec + (double)ru.ru_stime.tv_usec / 1e6;
+}
+
+/* user+nice+system seconds of the whole machine (/proc/stat), -1 when unreadable. */
+static double machine_busy_s(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    unsigned long long user = 0, nice = 0, sys = 0;
+    int n = f ? fscanf(f, "cpu %llu %llu %llu", &user, &nice, &sys) : 0;
+    if (f)
+        fclose(f);
+    long hz = sysconf(_SC_CLK_TCK);
+    return n == 3 && hz > 0 ? (double)(user + nice + sys) / (double)hz : -1;
 }
 
 static void fail(const char *what)
@@ -693,19 +719,25 @@ int main(int argc, char **argv)
     if (drive(&cl, &up, up_listen, warmup, conc, warmup, &submitted, authority) < 0)
         goto out;
     CALLGRIND_ZERO_STATS;
+    double cpu0 = self_cpu_s(), busy0 = machine_busy_s();
     uint64_t t0 = now_ns();
     if (drive(&cl, &up, up_listen, warmup + n, conc, warmup + n, &submitted, authority) < 0)
         goto out;
     uint64_t t1 = now_ns();
+    double cpu1 = self_cpu_s(), busy1 = machine_busy_s();
     CALLGRIND_DUMP_STATS_AT("measured");
     if (failures) {
         fprintf(stderr, "bench_relay: %ld failed checks\n", failures);
         goto out;
     }
-    double ns = (double)(t1 - t0) / (double)n;
+    double ns = (double)(t1 - t0) / (double)n, wall_s = (double)(t1 - t0) / 1e9;
+    /* other_pct: CPU other processes took meanwhile, % of one core (the wall-clock figure is only
+     * meaningful when this is small) */
+    double other = busy0 < 0 ? 0 : ((busy1 - busy0) - (cpu1 - cpu0)) / wall_s * 100;
     printf(
-        "relay mode=%s requests=%ld in_flight=%ld value_bytes=%ld ns_per_req=%.0f req_per_s=%.0f\n",
-        mode, n, conc, vsize, ns, 1e9 / ns);
+        "relay mode=%s requests=%ld in_flight=%ld value_bytes=%ld ns_per_req=%.0f req_per_s=%.0f "
+        "process_cpu_ns_per_req=%.0f other_pct=%.0f\n",
+        mode, n, conc, vsize, ns, 1e9 / ns, (cpu1 - cpu0) * 1e9 / (double)n, other < 0 ? 0 : other);
     rc = 0;
 out:
     if (cl.h2)
