@@ -144,14 +144,17 @@ else
 fi
 
 # ---------------------------------------------------------------- renegotiation
-# s_client renegotiates on an "R" line; the proxy refuses (no_renegotiation alert or close)
+# s_client renegotiates on an "R" line; the proxy answers with a no_renegotiation alert. The
+# pause first lets s_client read the proxy's HTTP/2 SETTINGS (application data arriving during
+# the renegotiation would fail it for another reason).
 (
+  sleep 1
   echo R
   sleep 2
 ) | timeout -k 2 10 openssl s_client -connect "$VIA" -CAfile "$P/ca.pem" -alpn h2 -tls1_2 \
   -cert "$P/good.pem" -key "$P/good.key" >"$T/reneg.out" 2>&1
 if grep -q 'RENEGOTIATING' "$T/reneg.out" &&
-  grep -qi 'no renegotiation\|no_renegotiation\|alert\|errno\|error' "$T/reneg.out"; then
+  grep -q 'no renegotiation' "$T/reneg.out"; then
   pass "TLS 1.2 renegotiation is refused"
 elif ! grep -q 'RENEGOTIATING' "$T/reneg.out"; then
   skip "renegotiation" "this s_client did not try to renegotiate"
