@@ -38,7 +38,7 @@ args=(--benchmark "$BENCH_BIN" --out "$out" --rounds "${ROUNDS:-3}" --scale "${S
       --idle-watch-streams "${IDLE_WATCH_STREAMS:-10000}" --relay-results "$relay_out"
       --meta "$(date -u +%Y-%m-%dT%H:%MZ)" "$(nproc)" "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ *//')"
              "$(etcd --version | head -1)" "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD -- src 2>/dev/null || echo '+dirty src')")
-[ "$QUICK" = 1 ] && args+=(--quick --run-timeout 20 --rerun-budget 50)
+[ "$QUICK" = 1 ] && args+=(--quick --run-timeout 20 --rerun-budget 35)
 [ -n "${WORKLOADS:-}" ] && args+=(--workloads "$WORKLOADS")
 [ -n "${PROXY_ARGS:-}" ] && args+=(--proxy-args "$PROXY_ARGS")
 set +e
