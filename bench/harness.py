@@ -229,6 +229,7 @@ class Bench:
         self.noisy_runs = []  # runs still disturbed after all tries
         self.bench_bin = args.benchmark
         self.allow_noise = os.environ.get("BENCH_ALLOW_NOISE") == "1"
+        self.failed = False  # keep the work dir (server logs) for the post-mortem
 
     # ---- setup
     def write_configs(self):
@@ -260,9 +261,11 @@ class Bench:
             if os.path.exists(self.kms_sock):
                 return
             time.sleep(0.05)
+        self.failed = True
         raise SetupError("kms-plugin did not create %s (see %s)" % (self.kms_sock, self.plugin.logpath))
 
     def start_servers(self, medium):
+        self.failed = True  # until every server is up: keep the logs if one does not come up
         data = os.path.join(self.shm if medium == "tmpfs" else self.work, "etcd-" + medium)
         cport, pport, gport = free_port(self.ports), free_port(self.ports), free_port(self.ports)
         self.eps = {"direct": "127.0.0.1:%d" % cport, "gproxy": "127.0.0.1:%d" % gport}
@@ -295,6 +298,7 @@ class Bench:
         log("medium=%s: %s" % (medium, " ".join("%s=%s(pid %d)" % (n, self.eps[n], self.procs[n].pid)
                                                 for n in ENDPOINTS if n in self.procs)
                                + " direct=%s" % self.eps["direct"]))
+        self.failed = False
 
     def stop_servers(self):
         for name in list(ETCDSEAL_MODES) + ["gproxy", "etcd"]:
@@ -371,9 +375,19 @@ class Bench:
             "idle_pct": 100.0 * (s1[1] - s0[1]) / wall, "steal_pct": 100.0 * (s1[2] - s0[2]) / wall,
         }
 
+    def check_alive(self, what):
+        dead = [n for n, pr in self.procs.items() if not pr.alive()]
+        if self.plugin and not self.plugin.alive():
+            dead.append("kms-plugin")
+        if dead:
+            self.failed = True
+            logs = [self.procs[n].logpath if n in self.procs else self.plugin.logpath for n in dead]
+            raise SetupError("%s exited during %s (logs: %s)" % (", ".join(dead), what, " ".join(logs)))
+
     def run_one(self, medium, wl, ep, rnd, total):
         for attempt in range(1, self.a.tries + 1):
             r = self.run_once(medium, wl, ep, rnd, total)
+            self.check_alive("%s %s via %s round %d" % (medium, wl[0], ep, rnd))
             r["attempt"] = attempt
             r["kept"] = r["dist_pct"] <= self.a.max_disturbance_pct or attempt == self.a.tries
             self.runs.append(r)
@@ -470,7 +484,7 @@ class Bench:
         if self.plugin:
             self.plugin.stop()
         shutil.rmtree(self.shm, ignore_errors=True)
-        if os.environ.get("BENCH_KEEP_WORK") != "1":
+        if os.environ.get("BENCH_KEEP_WORK") != "1" and not self.failed:
             shutil.rmtree(self.work, ignore_errors=True)
         else:
             log("kept work dir %s" % self.work)
