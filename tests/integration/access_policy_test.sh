@@ -203,6 +203,28 @@ stop_pid "$W_IN"
 stop_pid "$W_OUT"
 stop_pid "$W_PFX"
 
+# ------------------------------------------------------------------ election and lock
+# etcdctl lock/elect use clientv3/concurrency: plain KV calls (Txn, Range, Watch) on the keys
+# "<name>/<lease>", checked like any other keys (the v3lock/v3election services are checked by
+# name prefix: unit test)
+if ectl "$VIA" "${APP[@]}" lock /app/lk echo lock-held >"$T/lk.out" 2>&1 && grep -q lock-held "$T/lk.out"; then
+  pass "app: lock /app/lk (Lock + Unlock inside /app/)"
+else
+  fail "app: lock /app/lk" "$(head -c 300 "$T/lk.out")"
+fi
+denied "app: lock /other/lk denied" '"CN=app-1" may not read "/other/lk/' "${APP[@]}" lock /other/lk echo x
+denied "app: elect /other/el denied" '"CN=app-1" may not read "/other/el/' \
+  "${APP[@]}" elect /other/el proposal
+ectl_bg "$T/el" "$VIA" "${APP[@]}" elect -l /other/el
+EL=$BG_PID
+# (etcdctl logs the status as JSON: quotes come escaped)
+if wait_until 5 grep -qE 'may not read \\?"/other/el' "$T/el" "$T/el.err"; then
+  pass "app: elect -l /other/el denied (observing needs read)"
+else
+  fail "app: elect -l /other/el" "$(grep -ho 'desc = .*' "$T/el" "$T/el.err" | head -c 300)"
+fi
+stop_pid "$EL"
+
 # ------------------------------------------------------------------ method verbs
 ok "app: lease grant (lease verb)" "${APP[@]}" lease grant 60
 denied "app: member list denied (admin)" 'may not call /etcdserverpb.Cluster/MemberList' \
