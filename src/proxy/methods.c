@@ -16,7 +16,7 @@
 
 #define M(i, svc, meth, cs, ss, req, resp)                                                         \
     {                                                                                              \
-        "/" svc "/" meth, svc, meth, cs, ss, req, resp, NULL, i                                    \
+        "/" svc "/" meth, svc, meth, cs, ss, req, resp, NULL, i, true                              \
     }
 
 static const method_desc methods[] = {
@@ -38,8 +38,9 @@ static const method_desc methods[] = {
     M(15, "etcdserverpb.Auth", "UserList", false, false, NULL, NULL),
     M(16, "etcdserverpb.Auth", "UserRevokeRole", false, false, NULL, NULL),
     M(17, "etcdserverpb.Cluster", "MemberAdd", false, false, NULL, NULL),
-    M(18, "etcdserverpb.Cluster", "MemberList", false, false, NULL,
-      intercept_cluster_member_list_response),
+    /* MemberList answers are rewritten for --advertise-client-url, policy or not */
+    {"/etcdserverpb.Cluster/MemberList", "etcdserverpb.Cluster", "MemberList", false, false, NULL,
+     intercept_cluster_member_list_response, NULL, 18, false},
     M(19, "etcdserverpb.Cluster", "MemberPromote", false, false, NULL, NULL),
     M(20, "etcdserverpb.Cluster", "MemberRemove", false, false, NULL, NULL),
     M(21, "etcdserverpb.Cluster", "MemberUpdate", false, false, NULL, NULL),
@@ -48,7 +49,7 @@ static const method_desc methods[] = {
     M(24, "etcdserverpb.KV", "Put", false, false, intercept_kv_put_request,
       intercept_kv_put_response),
     {"/etcdserverpb.KV/Range", "etcdserverpb.KV", "Range", false, false, intercept_kv_range_request,
-     intercept_kv_range_response, range_sort_state_free, 25},
+     intercept_kv_range_response, range_sort_state_free, 25, true},
     M(26, "etcdserverpb.KV", "Txn", false, false, intercept_kv_txn_request,
       intercept_kv_txn_response),
     M(27, "etcdserverpb.Lease", "LeaseGrant", false, false, NULL, NULL),

@@ -26,6 +26,9 @@ typedef struct method_desc {
     transform_fn response_transform; /* NULL: response bytes relayed untouched */
     transform_free_state_fn free_state;
     unsigned index; /* dense 0..method_count()-1 */
+    /* the transformers only touch stored values: without an EncryptionConfiguration they
+     * would change nothing, so the relay skips them (no reassembly, no decoding) */
+    bool values_only;
 } method_desc;
 
 /* `path` need not be NUL-terminated. NULL = unknown method. */
