@@ -1,18 +1,30 @@
 #!/usr/bin/env bash
-# relay_transformers_test.sh - every message of a value-carrying method passes through its
-# transformer (counted in etcdseal_transformer_messages_total), methods without values are never
-# decoded, and a compressed message on a transformed method is refused with a clear status.
+# relay_transformers_test.sh - with an EncryptionConfiguration loaded, every message of a
+# value-carrying method passes through its transformer (counted in
+# etcdseal_transformer_messages_total), methods without values are never decoded, and a
+# compressed message on a transformed method is refused with a clear status. Without an
+# EncryptionConfiguration the value transformers are skipped (they could change nothing).
 #
-# Runbook: one etcd, one proxy with an advertise URL; drive each value-carrying method with
-# etcdctl and read the counters before/after; send raw gRPC with curl (h2c) for the compressed
-# and empty-body cases.
+# Runbook: one etcd, one proxy with an advertise URL and a config encrypting only /enc/ (the
+# /t/ keys used here stay plaintext, but their messages are still decoded to find out); drive
+# each value-carrying method with etcdctl and read the counters before/after; send raw gRPC with
+# curl (h2c) for the compressed and empty-body cases; then a second proxy without a config.
 source "$(dirname "$0")/lib.sh"
 require_proxy
 start_etcd e0
 DIRECT=$ETCD_EP_e0
 ports 1
 ADV=http://127.0.0.1:${PORTS[0]}
-setup_via "$DIRECT" --advertise-client-url "$ADV"
+cat >"$T/enc.yaml" <<YAML
+apiVersion: apiserver.config.k8s.io/v1
+kind: EncryptionConfiguration
+resources:
+  - resources: ['/enc/']
+    providers:
+      - aesgcm: {keys: [{name: k1, secret: $(head -c 32 /dev/urandom | base64)}]}
+YAML
+chmod 600 "$T/enc.yaml"
+setup_via "$DIRECT" --advertise-client-url "$ADV" --encryption-provider-config "$T/enc.yaml"
 
 count() { # METHOD DIRECTION
   local v
@@ -105,4 +117,23 @@ if grep -q 'grpc-status: 13' <<<"$out"; then
   pass "a request ending inside a gRPC message is refused (INTERNAL)"
 else
   fail "truncated request message" "$out"
+fi
+
+# without an EncryptionConfiguration nothing could change a value: the value transformers are
+# skipped (no reassembly, no decoding), the values still arrive intact
+ports 2
+start_proxy --endpoints "$DIRECT" --listen-addr "127.0.0.1:${PORTS[0]}" \
+  --metrics-addr "127.0.0.1:${PORTS[1]}" || die "second proxy did not start"
+VIA2=127.0.0.1:${PORTS[0]}
+ADMIN2=127.0.0.1:${PORTS[1]}
+wait_ready "$ADMIN2" 15 || die "second proxy not ready"
+ectl "$VIA2" put /t/plain value-through-no-config >/dev/null
+got=$(ectl "$VIA2" get /t/plain --print-value-only)
+pattern='etcdseal_transformer_messages_total\{method="(Put|Range)"'
+n=$(metric_sum "$ADMIN2" "$pattern")
+n1=$(metric_sum "$ADMIN" "$pattern") # the same series on the first proxy: the pattern matches
+if [ "$got" = value-through-no-config ] && [ "${n:-0}" -eq 0 ] && [ "${n1:-0}" -gt 0 ]; then
+  pass "no EncryptionConfiguration: Put and Range relayed without decoding (transformer count 0)"
+else
+  fail "no EncryptionConfiguration skips the value transformers" "value=$got count=${n:-0} (with config: ${n1:-0})"
 fi
