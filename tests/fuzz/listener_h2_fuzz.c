@@ -419,6 +419,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         downstream_conn_teardown(c);
     }
     upstream_pool_free(w.pool);
+    relay_stream_cache_free(&w); /* finished streams the worker keeps for reuse */
     evconnlistener_free(l);
     close(sv[1]);
     free(w.mm);
