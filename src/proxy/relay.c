@@ -121,20 +121,86 @@ static void release_upstream_window(relay_stream *rs);
 static void internal_complete(relay_stream *rs, int status, const char *status_msg);
 
 /* ------------------------------------------------------------------ lifecycle */
-relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
+/* Finished client streams stay in a per-worker cache (at most RELAY_STREAM_CACHE_MAX) with their
+ * two evbuffers and header arrays, so a call in steady state allocates none of those. The cache
+ * link is ds_link.next (a cached stream is in no list). */
+#define RELAY_STREAM_CACHE_MAX 256
+
+static void hdr_list_reset(hdr_list *l)
 {
-    relay_stream *rs = calloc(1, sizeof *rs);
+    for (uint32_t i = 0; i < l->n; i++)
+        nghttp2_rcbuf_decref(l->items[i]);
+    l->n = 0;
+}
+
+static relay_stream *stream_from_cache(worker *w)
+{
+    relay_stream *rs = w->stream_cache;
     if (!rs)
         return NULL;
-    rs->to_up = evbuffer_new();
-    rs->to_down = evbuffer_new();
-    if (!rs->to_up || !rs->to_down) {
-        if (rs->to_up)
-            evbuffer_free(rs->to_up);
-        if (rs->to_down)
-            evbuffer_free(rs->to_down);
+    w->stream_cache = rs->ds_link.next;
+    w->n_stream_cache--;
+    struct evbuffer *up = rs->to_up, *down = rs->to_down;
+    hdr_list req = rs->req_hdrs, resp = rs->resp_hdrs, tr = rs->trailers;
+    memset(rs, 0, sizeof *rs);
+    rs->to_up = up;
+    rs->to_down = down;
+    rs->req_hdrs = req;
+    rs->resp_hdrs = resp;
+    rs->trailers = tr;
+    return rs;
+}
+
+/* Returns true when rs was kept (its evbuffers drained, header lists emptied). */
+static bool stream_to_cache(relay_stream *rs)
+{
+    worker *w = rs->w;
+    if (rs->internal || w->n_stream_cache >= RELAY_STREAM_CACHE_MAX)
+        return false;
+    if (evbuffer_drain(rs->to_up, evbuffer_get_length(rs->to_up)) != 0 ||
+        evbuffer_drain(rs->to_down, evbuffer_get_length(rs->to_down)) != 0)
+        return false;
+    hdr_list_reset(&rs->req_hdrs);
+    hdr_list_reset(&rs->resp_hdrs);
+    hdr_list_reset(&rs->trailers);
+    rs->ds_link.next = w->stream_cache;
+    w->stream_cache = rs;
+    w->n_stream_cache++;
+    return true;
+}
+
+void relay_stream_cache_free(worker *w)
+{
+    while (w->stream_cache) {
+        relay_stream *rs = w->stream_cache;
+        w->stream_cache = rs->ds_link.next;
+        hdr_list_clear(&rs->req_hdrs);
+        hdr_list_clear(&rs->resp_hdrs);
+        hdr_list_clear(&rs->trailers);
+        evbuffer_free(rs->to_up);
+        evbuffer_free(rs->to_down);
         free(rs);
-        return NULL;
+    }
+    w->n_stream_cache = 0;
+}
+
+relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id)
+{
+    relay_stream *rs = stream_from_cache(ds->w);
+    if (!rs) {
+        rs = calloc(1, sizeof *rs);
+        if (!rs)
+            return NULL;
+        rs->to_up = evbuffer_new();
+        rs->to_down = evbuffer_new();
+        if (!rs->to_up || !rs->to_down) {
+            if (rs->to_up)
+                evbuffer_free(rs->to_up);
+            if (rs->to_down)
+                evbuffer_free(rs->to_down);
+            free(rs);
+            return NULL;
+        }
     }
     rs->w = ds->w;
     rs->ds = ds;
@@ -155,11 +221,6 @@ static void relay_maybe_free(relay_stream *rs)
         return;
     if (rs->xform_state && rs->method && rs->method->free_state)
         rs->method->free_state(rs->xform_state);
-    hdr_list_clear(&rs->req_hdrs);
-    hdr_list_clear(&rs->resp_hdrs);
-    hdr_list_clear(&rs->trailers);
-    evbuffer_free(rs->to_up);
-    evbuffer_free(rs->to_down);
     if (rs->req_reasm_on)
         grpc_reasm_free(&rs->req_reasm);
     if (rs->resp_reasm_on)
@@ -178,6 +239,13 @@ static void relay_maybe_free(relay_stream *rs)
             evbuffer_free(rs->parked_in[d]);
     free(rs->path_override);
     free(rs->status_msg);
+    if (stream_to_cache(rs))
+        return;
+    hdr_list_clear(&rs->req_hdrs);
+    hdr_list_clear(&rs->resp_hdrs);
+    hdr_list_clear(&rs->trailers);
+    evbuffer_free(rs->to_up);
+    evbuffer_free(rs->to_down);
     free(rs);
 }
 

@@ -208,6 +208,8 @@ bool upstream_pool_ready(const struct upstream_pool *p);
 
 /* ------------------------------------------------------------------ relay.c */
 relay_stream *relay_stream_new(h2conn *ds, int32_t stream_id);
+/* Frees the worker's cache of finished streams (after its loop ended). */
+void relay_stream_cache_free(struct worker *w);
 void relay_on_request_headers(relay_stream *rs);
 void relay_on_client_data(relay_stream *rs, const uint8_t *data, size_t len);
 void relay_on_client_eof(relay_stream *rs);

@@ -361,6 +361,7 @@ void proxy_free(proxy *p)
         if (w->base)
             event_base_free(w->base);
         buf_wipe_free(&w->scratch);
+        relay_stream_cache_free(w);
         free(w->mm);
     }
     free(p->workers);

@@ -78,6 +78,8 @@ typedef struct worker {
     struct method_metrics *mm; /* per method index, series looked up lazily */
     metrics_gauge *open_streams;
     buf_t scratch; /* transformer output, reused per message */
+    struct relay_stream *stream_cache; /* finished streams kept for reuse (relay.c) */
+    unsigned n_stream_cache;
     /* streams woken by KMS results (other threads push, the worker drains) */
     pthread_mutex_t wake_mu;
     void **wake_q;

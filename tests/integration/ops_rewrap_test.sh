@@ -99,10 +99,12 @@ else
   fail "rewrap --dry-run" "rc=$rc $(cat "$T/dry.out") $rev0 $rev1"
 fi
 
-# rewrap paced at 1,500 Txn/s while a writer rewrites every key through the proxy in key order
+# rewrap paced at 800 Txn/s while a writer rewrites every key through the proxy in key order
+# (slow enough that the writer overtakes it also through an ASan-built proxy, so some keys are
+# skipped as changed)
 sort "$T/load.cmds" -k2,2 | sed 's/ orig-/ new-/' >"$T/writer.cmds"
 t0=$(now_ms)
-rewrap --qps 1500 --limit 500 >"$T/rw1.out" 2>"$T/rw1.err" &
+rewrap --qps 800 --limit 500 >"$T/rw1.out" 2>"$T/rw1.err" &
 RW=$!
 track "$RW"
 nap 0.7

@@ -420,14 +420,17 @@ if [ -f "$DOCKERFILE" ]; then
     --no-replaces --no-enhances $(cat "$T/run.pkgs") 2>/dev/null |
     grep -vE '^ ' | sed 's/:.*//' | sort -u >"$T/closure.pkgs"
   uncovered=""
-  for lib in $(ldd "$ES_BIN" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
+  # the image ships the release build (make sanitize points ES_BIN at the ASan one)
+  rel_bin=build/etcdseal
+  [ -x "$rel_bin" ] || rel_bin=$ES_BIN
+  for lib in $(ldd "$rel_bin" | awk '$3 ~ /^\// {print $3} $1 ~ /^\// {print $1}'); do
     real=$(readlink -f "$lib")
     pkg=$(dpkg -S "$lib" 2>/dev/null || dpkg -S "$real" 2>/dev/null)
     pkg=${pkg%%:*}
     [ -n "$pkg" ] && grep -qxF "$pkg" "$T/closure.pkgs" || uncovered+="$(basename "$lib")(${pkg:-?}) "
   done
   if [ -z "$uncovered" ]; then
-    pass "Dockerfile: the runtime packages provide every library build/etcdseal links ($(ldd "$ES_BIN" | grep -c '=>') libraries)"
+    pass "Dockerfile: the runtime packages provide every library build/etcdseal links ($(ldd "$rel_bin" | grep -c '=>') libraries)"
   else
     fail "Dockerfile runtime libraries" "not provided: $uncovered"
   fi
