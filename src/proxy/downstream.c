@@ -8,8 +8,11 @@
  *  - --max-header-list-bytes: advertised as SETTINGS_MAX_HEADER_LIST_SIZE and counted per request
  *    header block (name + value + 32 per field, RFC 9113 6.5.2); a block over it ends that call
  *    with RESOURCE_EXHAUSTED before anything goes upstream; the connection stays usable.
- *  - --max-concurrent-streams: advertised as SETTINGS_MAX_CONCURRENT_STREAMS; nghttp2 resets
- *    streams above it (REFUSED_STREAM before our SETTINGS are acknowledged, PROTOCOL_ERROR after).
+ *  - --max-concurrent-streams: advertised as SETTINGS_MAX_CONCURRENT_STREAMS and enforced by
+ *    nghttp2 before any callback: a stream above it is reset with REFUSED_STREAM while our
+ *    SETTINGS are unacknowledged; after the ACK nghttp2 (1.52) ends the whole connection with
+ *    GOAWAY PROTOCOL_ERROR (RFC 9113 5.1.2 asks for a stream error; clients that honour the
+ *    setting, as grpc-go does, never get there).
  *  - --max-connections-per-worker: a connection beyond it gets SETTINGS and a GOAWAY
  *    (ENHANCE_YOUR_CALM, debug data naming the limit) and is closed; counted in
  *    etcdseal_connections_refused_total, logged at most once per second per worker. */
