@@ -116,7 +116,9 @@ static const struct help_opt proxy_opts[] = {
      "MemberList answers pass unchanged)."},
     {"--metrics-addr ADDR",
      "Serve /metrics, /healthz and /readyz on this host:port or http://host:port (unset: off)."},
-    {"--workers N", "Worker threads, 1 to 64; 0 (the default) is one per online CPU."},
+    {"--workers N",
+     "Worker threads, 1 to 64; 0 (the default) is half the online CPUs, at least 1 (etcd and "
+     "its clients usually share the machine)."},
     {"--shutdown-timeout DURATION",
      "On SIGTERM or SIGINT, wait this long for open calls to finish (default 10s)."},
     {"--dial-timeout DURATION",

@@ -9,7 +9,7 @@
  *   3. the YAML file (libyaml document API: a flat mapping, errors name file and line);
  *   4. the flags, which override the file (the first occurrence of a list flag replaces the
  *      file's list, later ones append);
- *   5. cross-field validation, then `workers` 0 is resolved to the number of online CPUs.
+ *   5. cross-field validation, then `workers` 0 is resolved to half the online CPUs (>= 1).
  * Flag names follow `etcd grpc-proxy start` where the meaning is the same.
  */
 #include "cmd/proxy_options.h"
@@ -77,7 +77,7 @@ static const struct opt_def options[] = {
     {"metrics-addr", OPT_STRING, FIELD(metrics_addr), 0, "",
      "serve /metrics, /healthz and /readyz on this host:port or http://host:port (empty = off)"},
     {"workers", OPT_INT, FIELD(workers), 0, "0",
-     "worker threads, 1..64 (0 = number of online CPUs)"},
+     "worker threads, 1..64 (0 = half the online CPUs, at least 1)"},
     {"shutdown-timeout", OPT_DURATION, FIELD(shutdown_timeout), 0, "10s",
      "on SIGINT/SIGTERM, wait this long for open streams to finish"},
     {"dial-timeout", OPT_DURATION, FIELD(dial_timeout), 0, "5s",
@@ -664,7 +664,7 @@ static int validate(proxy_options *o, es_error *err)
         return -1;
     if (o->workers < 0 || o->workers > PROXY_WORKERS_MAX)
         return es_error_set(err, OPT_EINVAL,
-                            "--workers must be between 1 and %d (0 = number of online CPUs), "
+                            "--workers must be between 1 and %d (0 = half the online CPUs), "
                             "got %d",
                             PROXY_WORKERS_MAX, o->workers);
     const struct {
@@ -707,11 +707,16 @@ static int validate(proxy_options *o, es_error *err)
     return 0;
 }
 
-static int online_cpus(void)
+/* The default worker count: half the online CPUs, at least 1. etcd and its clients share the
+ * machine more often than not; measured on 2 cores (put x64, range x16 through aesgcm), one
+ * worker used 10-20% less proxy CPU per request and a third fewer context switches than two,
+ * at equal or better throughput: one upstream connection batches more calls per write. */
+static int default_workers(void)
 {
     long n = sysconf(_SC_NPROCESSORS_ONLN);
-    if (n < 1)
+    if (n < 2)
         return 1;
+    n /= 2;
     return n > PROXY_WORKERS_MAX ? PROXY_WORKERS_MAX : (int)n;
 }
 
@@ -746,7 +751,7 @@ static int parse(proxy_options *o, int argc, char **argv, FILE *help_out, es_err
     if (apply_flags(o, argc, argv, err) != 0 || validate(o, err) != 0)
         return -1;
     if (o->workers == 0)
-        o->workers = online_cpus();
+        o->workers = default_workers();
     return 0;
 }
 

@@ -35,7 +35,7 @@ typedef struct proxy_options {
     char **advertise_client_urls;  /* --advertise-client-url, repeatable, comma lists */
     size_t n_advertise_client_urls;
     char *metrics_addr;               /* --metrics-addr, "" = off */
-    int workers;                      /* --workers, 0 on input = online CPUs */
+    int workers;                      /* --workers, 0 on input = half the online CPUs */
     double shutdown_timeout;          /* --shutdown-timeout, default 10s */
     double dial_timeout;              /* --dial-timeout, default 5s */
     double keepalive_time;            /* --upstream-keepalive-time, default 10s */

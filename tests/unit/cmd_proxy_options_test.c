@@ -48,9 +48,10 @@ static int write_temp(char *path, size_t pathlen, const char *text)
     return w == (ssize_t)len ? 0 : -1;
 }
 
+/* the documented default: half the online CPUs, at least 1, at most 64 */
 static int expected_workers(void)
 {
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    long n = sysconf(_SC_NPROCESSORS_ONLN) / 2;
     return n < 1 ? 1 : n > 64 ? 64 : (int)n;
 }
 
@@ -258,7 +259,7 @@ static void test_validation_errors(void)
         {{"--advertise-client-url=https://p"}, "--advertise-client-url: missing port"},
         {{"--metrics-addr=9000"}, "--metrics-addr: missing port"},
         {{"--workers=65"},
-         "--workers must be between 1 and 64 (0 = number of online CPUs), got 65"},
+         "--workers must be between 1 and 64 (0 = half the online CPUs), got 65"},
         {{"--workers=-1"}, "--workers must be between 1 and 64"},
         {{"--dial-timeout=0s"}, "--dial-timeout must be greater than 0"},
         {{"--upstream-keepalive-time=0"}, "--upstream-keepalive-time must be greater than 0"},
