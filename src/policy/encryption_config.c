@@ -22,6 +22,7 @@
 #include <yaml.h>
 
 #include "base/duration.h"
+#include "policy/yaml_wipe.h"
 
 #define MAX_RULES 4096
 #define MAX_ITEMS 4096 /* resources, providers or keys in one list */
@@ -844,6 +845,7 @@ static int prescan(ctx *c, const char *data, size_t len)
         }
         yaml_event_type_t t = ev.type;
         size_t line = ev.start_mark.line + 1;
+        yaml_wipe_event(&ev); /* scalars may be key secrets */
         yaml_event_delete(&ev);
         if (t == YAML_ALIAS_EVENT) {
             rc = fail(c, NULL, NULL, "YAML aliases are not supported (line %zu)", line);
@@ -856,6 +858,7 @@ static int prescan(ctx *c, const char *data, size_t len)
         if (t == YAML_STREAM_END_EVENT)
             break;
     }
+    yaml_wipe_parser(&parser);
     yaml_parser_delete(&parser);
     return rc;
 }
@@ -890,8 +893,10 @@ int policy_encryption_parse_buffer(const char *name, const char *data, size_t le
     } else {
         c.doc = &doc;
         rc = parse_root(&c, yaml_document_get_root_node(&doc));
+        yaml_wipe_document(&doc);
         yaml_document_delete(&doc);
     }
+    yaml_wipe_parser(&parser);
     yaml_parser_delete(&parser);
     if (rc != 0) {
         policy_ec_doc_free(d);
