@@ -2,8 +2,6 @@
 #include "base/secret.h"
 
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
 
 #include <sodium.h>
 
@@ -55,13 +53,3 @@ void secret_free(secret_t *s)
     sodium_free(s);
 }
 
-int secret_disable_core_dumps(void)
-{
-    struct rlimit rl = {0, 0};
-    int rc = 0;
-    if (setrlimit(RLIMIT_CORE, &rl) != 0)
-        rc = -1;
-    if (prctl(PR_SET_DUMPABLE, 0, 0, 0, 0) != 0)
-        rc = -1;
-    return rc;
-}

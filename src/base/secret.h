@@ -24,7 +24,5 @@ secret_t *secret_new(const uint8_t *src, size_t len);
  * Returns NULL when the text is not valid base64 or on allocation failure. */
 secret_t *secret_from_base64(const char *b64, size_t b64_len);
 void secret_free(secret_t *s);
-/* Makes the process non-dumpable and sets RLIMIT_CORE to 0 so keys never reach a core file. */
-int secret_disable_core_dumps(void);
 
 #endif
