@@ -10,7 +10,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -19,6 +18,8 @@
 #include <unistd.h>
 
 #include <yaml.h>
+
+#include "policy/yaml_strict.h"
 
 #define MAX_RULES 1024
 #define MAX_ITEMS 1024
@@ -55,12 +56,6 @@ struct access_policy {
     rule *rules;
     size_t n_rules;
 };
-
-typedef struct ctx {
-    yaml_document_t *doc;
-    const char *name;
-    es_error *err;
-} ctx;
 
 /* ------------------------------------------------------------------ helpers */
 
@@ -257,119 +252,31 @@ bool access_policy_etcd_user(const access_policy *p, const access_identity *id,
     return false;
 }
 
-/* ------------------------------------------------------------------ loader: errors, nodes */
-
-static int fail(ctx *c, const char *path, const yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(ctx *c, const char *path, const yaml_node_t *n, const char *fmt, ...)
-{
-    char msg[ES_ERROR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    if (n && path && *path)
-        return es_error_set(c->err, 1, "%s:%zu: %s: %s", c->name, (size_t)n->start_mark.line + 1,
-                            path, msg);
-    if (n)
-        return es_error_set(c->err, 1, "%s:%zu: %s", c->name, (size_t)n->start_mark.line + 1, msg);
-    if (path && *path)
-        return es_error_set(c->err, 1, "%s: %s: %s", c->name, path, msg);
-    return es_error_set(c->err, 1, "%s: %s", c->name, msg);
-}
-
-static yaml_node_t *node(ctx *c, int id)
-{
-    return yaml_document_get_node(c->doc, id);
-}
-
-static bool is_null(const yaml_node_t *n)
-{
-    if (!n)
-        return true;
-    if (n->type != YAML_SCALAR_NODE || n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return false;
-    const char *s = (const char *)n->data.scalar.value;
-    return !*s || !strcmp(s, "~") || !strcmp(s, "null") || !strcmp(s, "Null") || !strcmp(s, "NULL");
-}
-
-static const char *type_text(const yaml_node_t *n)
-{
-    if (n->type == YAML_MAPPING_NODE)
-        return "a mapping";
-    if (n->type == YAML_SEQUENCE_NODE)
-        return "a list";
-    return is_null(n) ? "null" : "a scalar";
-}
+/* ------------------------------------------------------------------ loader: scalars */
 
 /* A string scalar. Plain scalars YAML 1.1 would read as booleans or numbers are refused, so
  * `verbs: [yes]` or `etcdUser: 123` fail loudly instead of meaning something surprising. */
-static int get_string(ctx *c, const yaml_node_t *n, const char *path, const char **out)
+static int get_string(ys_ctx *c, const yaml_node_t *n, const char *path, const char **out)
 {
-    static const char *const non_strings[] = {
-        "y",    "Y",     "yes",   "Yes",   "YES", "n",  "N",  "no",  "No",  "NO",  "true", "True",
-        "TRUE", "false", "False", "FALSE", "on",  "On", "ON", "off", "Off", "OFF", NULL};
-    if (!n || n->type != YAML_SCALAR_NODE || is_null(n))
-        return fail(c, path, n, "expected a string, got %s", n ? type_text(n) : "nothing");
+    if (!n || n->type != YAML_SCALAR_NODE || ys_is_null(n))
+        return ys_fail(c, path, n, "expected a string, got %s", ys_type_text(c, n));
     const char *s = (const char *)n->data.scalar.value;
     if (strlen(s) != n->data.scalar.length)
-        return fail(c, path, n, "contains a NUL byte");
+        return ys_fail(c, path, n, "contains a NUL byte");
+    if (ys_scalar_kind(n) == YS_BOOL)
+        return ys_fail(c, path, n, "expected a string, got the boolean %s (quote it)", s);
     if (n->data.scalar.style == YAML_PLAIN_SCALAR_STYLE) {
-        for (const char *const *b = non_strings; *b; b++)
-            if (!strcmp(s, *b))
-                return fail(c, path, n, "expected a string, got the boolean %s (quote it)", s);
         const char *d = s + (*s == '-' || *s == '+');
         if (*d >= '0' && *d <= '9' && strspn(d, "0123456789._eExXabcdefABCDEF") == strlen(d))
-            return fail(c, path, n, "expected a string, got the number %s (quote it)", s);
+            return ys_fail(c, path, n, "expected a string, got the number %s (quote it)", s);
     }
     *out = s;
     return 0;
 }
 
-/* Collects the known fields of a mapping; unknown and duplicate fields are errors. */
-static int map_fields(ctx *c, const yaml_node_t *n, const char *path, const char *const *fields,
-                      size_t nf, yaml_node_t **vals)
-{
-    for (size_t i = 0; i < nf; i++)
-        vals[i] = NULL;
-    if (!n || n->type != YAML_MAPPING_NODE)
-        return fail(c, path, n, "expected a mapping, got %s", n ? type_text(n) : "nothing");
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = node(c, p->key);
-        if (!k || k->type != YAML_SCALAR_NODE)
-            return fail(c, path, k, "field names must be strings");
-        const char *kn = (const char *)k->data.scalar.value;
-        size_t i = 0;
-        while (i < nf && strcmp(fields[i], kn) != 0)
-            i++;
-        if (i == nf)
-            return fail(c, path, k, "unknown field \"%.64s\"", kn);
-        if (vals[i])
-            return fail(c, path, k, "duplicate field \"%.64s\"", kn);
-        vals[i] = node(c, p->value);
-    }
-    return 0;
-}
-
-/* A list (null = empty): the item count, or -1. */
-static long seq_items(ctx *c, const yaml_node_t *n, const char *path, yaml_node_item_t **items)
-{
-    *items = NULL;
-    if (is_null(n))
-        return 0;
-    if (n->type != YAML_SEQUENCE_NODE)
-        return fail(c, path, n, "expected a list, got %s", type_text(n));
-    long count = n->data.sequence.items.top - n->data.sequence.items.start;
-    if (count > MAX_ITEMS)
-        return fail(c, path, n, "too many entries (%ld, at most %d)", count, MAX_ITEMS);
-    *items = n->data.sequence.items.start;
-    return count;
-}
-
 /* ------------------------------------------------------------------ loader: fields */
 
-static int parse_subject(ctx *c, const yaml_node_t *n, const char *path, subject *s)
+static int parse_subject(ys_ctx *c, const yaml_node_t *n, const char *path, subject *s)
 {
     const char *t;
     if (get_string(c, n, path, &t) != 0)
@@ -387,18 +294,18 @@ static int parse_subject(ctx *c, const yaml_node_t *n, const char *path, subject
         if (strncmp(t, tags[i].tag, tl) != 0)
             continue;
         if (!t[tl])
-            return fail(c, path, n, "empty pattern after \"%s\"", tags[i].tag);
+            return ys_fail(c, path, n, "empty pattern after \"%s\"", tags[i].tag);
         s->kind = tags[i].kind;
         s->pattern = strdup(t + tl);
-        return s->pattern ? 0 : fail(c, path, n, "out of memory");
+        return s->pattern ? 0 : ys_fail(c, path, n, "out of memory");
     }
-    return fail(c, path, n,
-                "subject \"%.64s\" must be \"CN=<pattern>\", \"DNS:<pattern>\", "
-                "\"URI:<pattern>\" or \"anonymous\"",
-                t);
+    return ys_fail(c, path, n,
+                   "subject \"%.64s\" must be \"CN=<pattern>\", \"DNS:<pattern>\", "
+                   "\"URI:<pattern>\" or \"anonymous\"",
+                   t);
 }
 
-static int parse_verb(ctx *c, const yaml_node_t *n, const char *path, unsigned *verbs)
+static int parse_verb(ys_ctx *c, const yaml_node_t *n, const char *path, unsigned *verbs)
 {
     const char *t;
     if (get_string(c, n, path, &t) != 0)
@@ -408,17 +315,17 @@ static int parse_verb(ctx *c, const yaml_node_t *n, const char *path, unsigned *
     for (size_t i = 0; i < sizeof all / sizeof all[0]; i++)
         if (!strcmp(t, access_verb_name(all[i]))) {
             if (*verbs & all[i])
-                return fail(c, path, n, "verb \"%s\" listed twice", t);
+                return ys_fail(c, path, n, "verb \"%s\" listed twice", t);
             *verbs |= all[i];
             return 0;
         }
-    return fail(c, path, n, "unknown verb \"%.64s\" (read, write, lease or admin)", t);
+    return ys_fail(c, path, n, "unknown verb \"%.64s\" (read, write, lease or admin)", t);
 }
 
-static int parse_prefix(ctx *c, const yaml_node_t *n, const char *path, prefix *p)
+static int parse_prefix(ys_ctx *c, const yaml_node_t *n, const char *path, prefix *p)
 {
     const char *t;
-    if (n && n->type == YAML_SCALAR_NODE && n->data.scalar.length == 0 && !is_null(n))
+    if (n && n->type == YAML_SCALAR_NODE && n->data.scalar.length == 0 && !ys_is_null(n))
         t = ""; /* "" (quoted): the whole keyspace */
     else if (get_string(c, n, path, &t) != 0)
         return -1;
@@ -426,7 +333,7 @@ static int parse_prefix(ctx *c, const yaml_node_t *n, const char *path, prefix *
     p->bytes = malloc(p->len + 1);
     p->end = malloc(p->len + 1);
     if (!p->bytes || !p->end)
-        return fail(c, path, n, "out of memory");
+        return ys_fail(c, path, n, "out of memory");
     memcpy(p->bytes, t, p->len + 1);
     p->end_len = access_prefix_end(p->bytes, p->len, p->end);
     p->unbounded = p->end_len == 1 && p->end[0] == 0;
@@ -435,26 +342,26 @@ static int parse_prefix(ctx *c, const yaml_node_t *n, const char *path, prefix *
 
 /* Reads the etcd user's password: a regular file, mode 0600 or stricter (like key files), one
  * line (a trailing newline is dropped), into guarded memory. */
-static int read_password(ctx *c, const yaml_node_t *n, const char *path, const char *file,
+static int read_password(ys_ctx *c, const yaml_node_t *n, const char *path, const char *file,
                          secret_t **out)
 {
     int fd = open(file, O_RDONLY | O_CLOEXEC);
     if (fd < 0)
-        return fail(c, path, n, "cannot open %s: %s", file, strerror(errno));
+        return ys_fail(c, path, n, "cannot open %s: %s", file, strerror(errno));
     struct stat st;
     if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
         close(fd);
-        return fail(c, path, n, "%s is not a regular file", file);
+        return ys_fail(c, path, n, "%s is not a regular file", file);
     }
     if (st.st_mode & 077) {
         close(fd);
-        return fail(c, path, n, "%s is readable by group or others (mode %04o): chmod 600 it", file,
-                    (unsigned)(st.st_mode & 07777));
+        return ys_fail(c, path, n, "%s is readable by group or others (mode %04o): chmod 600 it",
+                       file, (unsigned)(st.st_mode & 07777));
     }
     secret_t *buf = secret_new(NULL, MAX_PASSWORD_BYTES);
     if (!buf) {
         close(fd);
-        return fail(c, path, n, "out of memory");
+        return ys_fail(c, path, n, "out of memory");
     }
     size_t got = 0;
     for (;;) {
@@ -470,20 +377,20 @@ static int read_password(ctx *c, const yaml_node_t *n, const char *path, const c
     close(fd);
     if (got == MAX_PASSWORD_BYTES) {
         secret_free(buf);
-        return fail(c, path, n, "%s is larger than %d bytes", file, MAX_PASSWORD_BYTES - 1);
+        return ys_fail(c, path, n, "%s is larger than %d bytes", file, MAX_PASSWORD_BYTES - 1);
     }
     while (got && (buf->bytes[got - 1] == '\n' || buf->bytes[got - 1] == '\r'))
         got--;
     if (!got || memchr(buf->bytes, '\n', got)) {
         secret_free(buf);
-        return fail(c, path, n, "%s must hold the password on one line", file);
+        return ys_fail(c, path, n, "%s must hold the password on one line", file);
     }
     *out = secret_new(buf->bytes, got);
     secret_free(buf);
-    return *out ? 0 : fail(c, path, n, "out of memory");
+    return *out ? 0 : ys_fail(c, path, n, "out of memory");
 }
 
-static int parse_rule(ctx *c, const yaml_node_t *n, size_t index, rule *r)
+static int parse_rule(ys_ctx *c, const yaml_node_t *n, size_t index, rule *r)
 {
     static const char *const fields[] = {"name",        "subjects", "verbs",
                                          "keyPrefixes", "etcdUser", "etcdPasswordFile"};
@@ -491,7 +398,7 @@ static int parse_rule(ctx *c, const yaml_node_t *n, size_t index, rule *r)
     char path[96], item[128];
     snprintf(path, sizeof path, "rules[%zu]", index);
     yaml_node_t *v[F_COUNT];
-    if (map_fields(c, n, path, fields, F_COUNT, v) != 0)
+    if (ys_map_fields(c, n, path, fields, F_COUNT, v) != 0)
         return -1;
     const char *s;
     if (v[F_NAME]) {
@@ -501,52 +408,53 @@ static int parse_rule(ctx *c, const yaml_node_t *n, size_t index, rule *r)
     }
     yaml_node_item_t *items;
     snprintf(item, sizeof item, "%s.subjects", path);
-    long ns = seq_items(c, v[F_SUBJECTS], item, &items);
+    long ns = ys_seq_items(c, v[F_SUBJECTS], item, &items);
     if (ns < 0)
         return -1;
     if (ns == 0)
-        return fail(c, item, v[F_SUBJECTS] ? v[F_SUBJECTS] : n, "at least one subject is required");
+        return ys_fail(c, item, v[F_SUBJECTS] ? v[F_SUBJECTS] : n,
+                       "at least one subject is required");
     if (!(r->subjects = calloc((size_t)ns, sizeof *r->subjects)))
-        return fail(c, path, n, "out of memory");
+        return ys_fail(c, path, n, "out of memory");
     for (long i = 0; i < ns; i++) {
         snprintf(item, sizeof item, "%s.subjects[%ld]", path, i);
-        if (parse_subject(c, node(c, items[i]), item, &r->subjects[i]) != 0)
+        if (parse_subject(c, ys_node(c, items[i]), item, &r->subjects[i]) != 0)
             return -1;
         r->n_subjects++;
     }
     snprintf(item, sizeof item, "%s.verbs", path);
-    long nv = seq_items(c, v[F_VERBS], item, &items);
+    long nv = ys_seq_items(c, v[F_VERBS], item, &items);
     if (nv < 0)
         return -1;
     if (nv == 0)
-        return fail(c, item, v[F_VERBS] ? v[F_VERBS] : n, "at least one verb is required");
+        return ys_fail(c, item, v[F_VERBS] ? v[F_VERBS] : n, "at least one verb is required");
     for (long i = 0; i < nv; i++) {
         snprintf(item, sizeof item, "%s.verbs[%ld]", path, i);
-        if (parse_verb(c, node(c, items[i]), item, &r->verbs) != 0)
+        if (parse_verb(c, ys_node(c, items[i]), item, &r->verbs) != 0)
             return -1;
     }
     snprintf(item, sizeof item, "%s.keyPrefixes", path);
-    long np = seq_items(c, v[F_PREFIXES], item, &items);
+    long np = ys_seq_items(c, v[F_PREFIXES], item, &items);
     if (np < 0)
         return -1;
     bool key_verbs = r->verbs & (ACCESS_VERB_READ | ACCESS_VERB_WRITE);
     if (key_verbs && np == 0)
-        return fail(c, item, v[F_PREFIXES] ? v[F_PREFIXES] : n,
-                    "read and write need at least one key prefix (\"\" = every key)");
+        return ys_fail(c, item, v[F_PREFIXES] ? v[F_PREFIXES] : n,
+                       "read and write need at least one key prefix (\"\" = every key)");
     if (!key_verbs && np > 0)
-        return fail(c, item, v[F_PREFIXES],
-                    "key prefixes only apply to read and write, which this rule does not grant");
+        return ys_fail(c, item, v[F_PREFIXES],
+                       "key prefixes only apply to read and write, which this rule does not grant");
     if (np && !(r->prefixes = calloc((size_t)np, sizeof *r->prefixes)))
-        return fail(c, path, n, "out of memory");
+        return ys_fail(c, path, n, "out of memory");
     for (long i = 0; i < np; i++) {
         snprintf(item, sizeof item, "%s.keyPrefixes[%ld]", path, i);
-        if (parse_prefix(c, node(c, items[i]), item, &r->prefixes[i]) != 0)
+        if (parse_prefix(c, ys_node(c, items[i]), item, &r->prefixes[i]) != 0)
             return -1;
         r->n_prefixes++;
     }
     if (!v[F_USER] != !v[F_PASSWORD])
-        return fail(c, path, v[F_USER] ? v[F_USER] : v[F_PASSWORD],
-                    "etcdUser and etcdPasswordFile go together");
+        return ys_fail(c, path, v[F_USER] ? v[F_USER] : v[F_PASSWORD],
+                       "etcdUser and etcdPasswordFile go together");
     if (v[F_USER]) {
         snprintf(item, sizeof item, "%s.etcdUser", path);
         if (get_string(c, v[F_USER], item, &s) != 0 || !(r->etcd_user = strdup(s)))
@@ -559,111 +467,68 @@ static int parse_rule(ctx *c, const yaml_node_t *n, size_t index, rule *r)
     return 0;
 }
 
-static int parse_root(ctx *c, const yaml_node_t *root, access_policy *p)
+static int parse_root(ys_ctx *c, const yaml_node_t *root, access_policy *p)
 {
     static const char *const fields[] = {"apiVersion", "kind", "rules"};
     yaml_node_t *v[3];
     if (!root)
-        return fail(c, NULL, NULL, "empty document");
-    if (map_fields(c, root, "", fields, 3, v) != 0)
+        return ys_fail(c, NULL, NULL, "empty document");
+    if (ys_map_fields(c, root, "", fields, 3, v) != 0)
         return -1;
     const char *s;
     if (!v[0])
-        return fail(c, "apiVersion", root, "missing (must be \"etcdseal.io/v1\")");
+        return ys_fail(c, "apiVersion", root, "missing (must be \"etcdseal.io/v1\")");
     if (get_string(c, v[0], "apiVersion", &s) != 0)
         return -1;
     if (strcmp(s, "etcdseal.io/v1") != 0)
-        return fail(c, "apiVersion", v[0], "must be \"etcdseal.io/v1\", not \"%.64s\"", s);
+        return ys_fail(c, "apiVersion", v[0], "must be \"etcdseal.io/v1\", not \"%.64s\"", s);
     if (!v[1])
-        return fail(c, "kind", root, "missing (must be \"AccessPolicy\")");
+        return ys_fail(c, "kind", root, "missing (must be \"AccessPolicy\")");
     if (get_string(c, v[1], "kind", &s) != 0)
         return -1;
     if (strcmp(s, "AccessPolicy") != 0)
-        return fail(c, "kind", v[1], "must be \"AccessPolicy\", not \"%.64s\"", s);
+        return ys_fail(c, "kind", v[1], "must be \"AccessPolicy\", not \"%.64s\"", s);
     yaml_node_item_t *items;
-    long n = seq_items(c, v[2], "rules", &items);
+    long n = ys_seq_items(c, v[2], "rules", &items);
     if (n < 0)
         return -1;
     if (n > MAX_RULES)
-        return fail(c, "rules", v[2], "too many rules (at most %d)", MAX_RULES);
+        return ys_fail(c, "rules", v[2], "too many rules (at most %d)", MAX_RULES);
     if (n && !(p->rules = calloc((size_t)n, sizeof *p->rules)))
-        return fail(c, "rules", v[2], "out of memory");
+        return ys_fail(c, "rules", v[2], "out of memory");
     for (long i = 0; i < n; i++) {
         p->n_rules++;
-        if (parse_rule(c, node(c, items[i]), (size_t)i, &p->rules[i]) != 0)
+        if (parse_rule(c, ys_node(c, items[i]), (size_t)i, &p->rules[i]) != 0)
             return -1;
     }
     return 0;
-}
-
-/* Event scan: one document at most, no aliases, libyaml's syntax errors with their line. */
-static int prescan(ctx *c, const char *data, size_t len)
-{
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser))
-        return fail(c, NULL, NULL, "out of memory");
-    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
-    int docs = 0, rc = 0;
-    for (;;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(&parser, &ev)) {
-            rc = es_error_set(c->err, 1, "%s:%zu: invalid YAML: %s (column %zu)", c->name,
-                              (size_t)parser.problem_mark.line + 1,
-                              parser.problem ? parser.problem : "syntax error",
-                              (size_t)parser.problem_mark.column + 1);
-            break;
-        }
-        yaml_event_type_t t = ev.type;
-        size_t line = ev.start_mark.line + 1;
-        yaml_event_delete(&ev);
-        if (t == YAML_ALIAS_EVENT) {
-            rc = es_error_set(c->err, 1, "%s:%zu: YAML aliases are not supported", c->name, line);
-            break;
-        }
-        if (t == YAML_DOCUMENT_START_EVENT && ++docs > 1) {
-            rc = es_error_set(c->err, 1, "%s:%zu: more than one YAML document", c->name, line);
-            break;
-        }
-        if (t == YAML_STREAM_END_EVENT)
-            break;
-    }
-    yaml_parser_delete(&parser);
-    return rc;
 }
 
 int access_policy_load_buffer(const char *name, const char *data, size_t len, access_policy **out,
                               es_error *err)
 {
     *out = NULL;
-    ctx c = {.name = name ? name : "<access-policy>", .err = err};
+    ys_ctx c = {.name = name ? name : "<access-policy>", .err = err, .max_items = MAX_ITEMS};
     if (secret_init() != 0)
-        return fail(&c, NULL, NULL, "libsodium failed to initialise");
+        return ys_fail(&c, NULL, NULL, "libsodium failed to initialise");
     if (len > ACCESS_POLICY_MAX_FILE_BYTES)
-        return fail(&c, NULL, NULL, "file is larger than %u bytes", ACCESS_POLICY_MAX_FILE_BYTES);
-    if (prescan(&c, data, len) != 0)
-        return -1;
-    access_policy *p = calloc(1, sizeof *p);
-    if (!p)
-        return fail(&c, NULL, NULL, "out of memory");
-    atomic_init(&p->refs, 1);
-    yaml_parser_t parser;
+        return ys_fail(&c, NULL, NULL, "file is larger than %u bytes",
+                       ACCESS_POLICY_MAX_FILE_BYTES);
     yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) {
-        destroy(p);
-        return fail(&c, NULL, NULL, "out of memory");
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+    if (ys_load_document(&c, data, len, &doc) != 0)
+        return -1;
     int rc = -1;
-    if (!yaml_parser_load(&parser, &doc)) {
-        fail(&c, NULL, NULL, "invalid YAML: %s", parser.problem ? parser.problem : "error");
+    access_policy *p = calloc(1, sizeof *p);
+    if (!p) {
+        ys_fail(&c, NULL, NULL, "out of memory");
     } else {
-        c.doc = &doc;
+        atomic_init(&p->refs, 1);
         rc = parse_root(&c, yaml_document_get_root_node(&doc), p);
-        yaml_document_delete(&doc);
     }
-    yaml_parser_delete(&parser);
+    yaml_document_delete(&doc);
     if (rc != 0) {
-        destroy(p);
+        if (p)
+            destroy(p);
         return -1;
     }
     *out = p;
@@ -673,34 +538,16 @@ int access_policy_load_buffer(const char *name, const char *data, size_t len, ac
 int access_policy_load(const char *path, access_policy **out, es_error *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return es_error_set(err, 1, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return es_error_set(err, 1, "%s: not a regular file", path);
-    }
-    if ((unsigned long long)st.st_size > ACCESS_POLICY_MAX_FILE_BYTES) {
-        close(fd);
-        return es_error_set(err, 1, "%s: file is larger than %u bytes", path,
-                            ACCESS_POLICY_MAX_FILE_BYTES);
-    }
+    int fd = ys_open_file(path, ACCESS_POLICY_MAX_FILE_BYTES, &st, err);
+    if (fd < 0)
+        return -1;
     char *data = malloc((size_t)st.st_size + 1);
     if (!data) {
         close(fd);
         return es_error_set(err, 1, "%s: out of memory", path);
     }
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, data + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
+    size_t got = ys_read_and_close(fd, data, (size_t)st.st_size);
     int rc = access_policy_load_buffer(path, data, got, out, err);
     free(data);
     return rc;

@@ -1,10 +1,10 @@
 /* encryption_config.c - strict libyaml reader + kube-apiserver 1.31 validation of an
  * EncryptionConfiguration (see encryption_config.h).
  *
- * The YAML is loaded as a libyaml document after a quick event scan that rejects aliases and
- * multi-document input; the tree is then walked field by field against the schema. Scalars follow
- * the YAML 1.1 resolution that sigs.k8s.io/yaml applies (a plain `123`, `true` or `yes` is not a
- * string), so `name: 123` fails like it does in kube-apiserver. Null values mean "not set",
+ * The YAML is loaded as a libyaml document after ys_prescan (policy/yaml_strict) rejects aliases
+ * and multi-document input; the tree is then walked field by field against the schema. Scalars
+ * follow the YAML 1.1 resolution that sigs.k8s.io/yaml applies (a plain `123`, `true` or `yes` is
+ * not a string), so `name: 123` fails like it does in kube-apiserver. Null values mean "not set",
  * like Go's zero values. Validation runs during the walk (per field) and at the end (KMS name
  * uniqueness); cross-entry masking is checked in file order as config.go does.
  */
@@ -12,7 +12,6 @@
 
 #include <errno.h>
 #include <fcntl.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -22,6 +21,7 @@
 #include <yaml.h>
 
 #include "base/duration.h"
+#include "policy/yaml_strict.h"
 #include "policy/yaml_wipe.h"
 
 #define MAX_RULES 4096
@@ -29,173 +29,35 @@
 #define SUN_PATH_MAX 107
 
 typedef struct ctx {
-    yaml_document_t *doc;
-    const char *name;
-    es_error *err;
+    ys_ctx ys; /* document, file name, error, list limit */
     policy_ec_doc *d;
 } ctx;
-
-/* ------------------------------------------------------------------ errors */
-
-static int fail(ctx *c, const char *path, const yaml_node_t *n, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
-
-static int fail(ctx *c, const char *path, const yaml_node_t *n, const char *fmt, ...)
-{
-    char msg[ES_ERROR_MSG_MAX];
-    va_list ap;
-    va_start(ap, fmt);
-    vsnprintf(msg, sizeof msg, fmt, ap);
-    va_end(ap);
-    char line[32] = "";
-    if (n)
-        snprintf(line, sizeof line, " (line %zu)", (size_t)n->start_mark.line + 1);
-    if (path && *path)
-        return es_error_set(c->err, 1, "%s: %s: %s%s", c->name, path, msg, line);
-    return es_error_set(c->err, 1, "%s: %s%s", c->name, msg, line);
-}
-
-/* ------------------------------------------------------------------ scalars */
-
-enum scalar_kind { SK_NULL, SK_BOOL, SK_INT, SK_FLOAT, SK_STR };
-
-static bool in_list(const char *s, const char *const *list)
-{
-    for (; *list; list++)
-        if (strcmp(s, *list) == 0)
-            return true;
-    return false;
-}
-
-static bool all_digits(const char *s, const char *set)
-{
-    if (!*s)
-        return false;
-    for (; *s; s++)
-        if (!strchr(set, *s) || *s == '\0')
-            return false;
-    return true;
-}
-
-static bool looks_float(const char *s)
-{
-    static const char *const special[] = {".inf",  ".Inf",  ".INF",  "+.inf", "+.Inf",
-                                          "+.INF", "-.inf", "-.Inf", "-.INF", ".nan",
-                                          ".NaN",  ".NAN",  NULL};
-    if (in_list(s, special))
-        return true;
-    const char *p = s;
-    if (*p == '+' || *p == '-')
-        p++;
-    size_t digits = 0;
-    while ((*p >= '0' && *p <= '9') || *p == '_') {
-        p++;
-        digits++;
-    }
-    if (*p == '.') {
-        p++;
-        while ((*p >= '0' && *p <= '9') || *p == '_') {
-            p++;
-            digits++;
-        }
-    } else if (*p != 'e' && *p != 'E') {
-        return false;
-    }
-    if (!digits)
-        return false;
-    if (*p == 'e' || *p == 'E') {
-        p++;
-        if (*p == '+' || *p == '-')
-            p++;
-        if (!(*p >= '0' && *p <= '9'))
-            return false;
-        while (*p >= '0' && *p <= '9')
-            p++;
-    }
-    return *p == '\0';
-}
-
-/* YAML 1.1 implicit resolution of a plain scalar, as go-yaml v2 (sigs.k8s.io/yaml) does it. */
-static enum scalar_kind scalar_kind(const yaml_node_t *n)
-{
-    static const char *const nulls[] = {"", "~", "null", "Null", "NULL", NULL};
-    static const char *const bools[] = {
-        "y",    "Y",     "yes",   "Yes",   "YES", "n",  "N",  "no",  "No",  "NO",  "true", "True",
-        "TRUE", "false", "False", "FALSE", "on",  "On", "ON", "off", "Off", "OFF", NULL};
-    if (n->data.scalar.style != YAML_PLAIN_SCALAR_STYLE)
-        return SK_STR;
-    const char *s = (const char *)n->data.scalar.value;
-    if (in_list(s, nulls))
-        return SK_NULL;
-    if (in_list(s, bools))
-        return SK_BOOL;
-    const char *p = s;
-    if (*p == '+' || *p == '-')
-        p++;
-    if ((p[0] == '0' && (p[1] == 'x' || p[1] == 'X') &&
-         all_digits(p + 2, "0123456789abcdefABCDEF_")) ||
-        (p[0] == '0' && (p[1] == 'b') && all_digits(p + 2, "01_")) || all_digits(p, "0123456789_"))
-        return SK_INT;
-    if (looks_float(s))
-        return SK_FLOAT;
-    return SK_STR;
-}
-
-static const char *kind_text(enum scalar_kind k)
-{
-    switch (k) {
-    case SK_NULL:
-        return "null";
-    case SK_BOOL:
-        return "a boolean";
-    case SK_INT:
-        return "an integer";
-    case SK_FLOAT:
-        return "a number";
-    default:
-        return "a string";
-    }
-}
-
-static const char *node_type_text(const yaml_node_t *n)
-{
-    if (n->type == YAML_MAPPING_NODE)
-        return "a mapping";
-    if (n->type == YAML_SEQUENCE_NODE)
-        return "a list";
-    return kind_text(scalar_kind(n));
-}
-
-static bool is_null(const yaml_node_t *n)
-{
-    return !n || (n->type == YAML_SCALAR_NODE && scalar_kind(n) == SK_NULL);
-}
 
 /* A string field: null -> "" (Go zero value); anything but a string is an error. */
 static int get_string(ctx *c, const yaml_node_t *n, const char *path, char **out)
 {
     *out = NULL;
-    if (is_null(n)) {
+    if (ys_is_null(n)) {
         *out = strdup("");
-    } else if (n->type != YAML_SCALAR_NODE || scalar_kind(n) != SK_STR) {
-        return fail(c, path, n, "expected a string, got %s", node_type_text(n));
+    } else if (n->type != YAML_SCALAR_NODE || ys_scalar_kind(n) != YS_STR) {
+        return ys_fail(&c->ys, path, n, "expected a string, got %s", ys_type_text(&c->ys, n));
     } else {
         if (strlen((const char *)n->data.scalar.value) != n->data.scalar.length)
-            return fail(c, path, n, "contains a NUL byte");
+            return ys_fail(&c->ys, path, n, "contains a NUL byte");
         *out = strdup((const char *)n->data.scalar.value);
     }
     if (!*out)
-        return fail(c, path, n, "out of memory");
+        return ys_fail(&c->ys, path, n, "out of memory");
     return 0;
 }
 
 /* An int32 field: returns 1 when null (not set), 0 with *out, -1 on error. */
 static int get_int32(ctx *c, const yaml_node_t *n, const char *path, int32_t *out)
 {
-    if (is_null(n))
+    if (ys_is_null(n))
         return 1;
-    if (n->type != YAML_SCALAR_NODE || scalar_kind(n) != SK_INT)
-        return fail(c, path, n, "expected an integer, got %s", node_type_text(n));
+    if (n->type != YAML_SCALAR_NODE || ys_scalar_kind(n) != YS_INT)
+        return ys_fail(&c->ys, path, n, "expected an integer, got %s", ys_type_text(&c->ys, n));
     char tmp[64];
     size_t j = 0;
     for (const char *s = (const char *)n->data.scalar.value; *s && j + 1 < sizeof tmp; s++)
@@ -215,62 +77,20 @@ static int get_int32(ctx *c, const yaml_node_t *n, const char *path, int32_t *ou
     char *end;
     unsigned long long v = strtoull(digits, &end, base);
     if (errno || *end || v > (neg ? 2147483648ull : 2147483647ull))
-        return fail(c, path, n, "integer out of range for int32");
+        return ys_fail(&c->ys, path, n, "integer out of range for int32");
     *out = neg ? (int32_t)(-(long long)v) : (int32_t)v;
     return 0;
 }
 
-/* ------------------------------------------------------------------ structure */
-
-static yaml_node_t *node(ctx *c, int id)
-{
-    return yaml_document_get_node(c->doc, id);
-}
-
-/* Collects the known fields of a mapping (null = empty mapping); unknown and duplicate fields
- * are errors. vals[i] stays NULL for fields that are absent. */
-static int map_fields(ctx *c, const yaml_node_t *n, const char *path, const char *const *fields,
-                      size_t nf, yaml_node_t **vals)
-{
-    for (size_t i = 0; i < nf; i++)
-        vals[i] = NULL;
-    if (is_null(n))
-        return 0;
-    if (n->type != YAML_MAPPING_NODE)
-        return fail(c, path, n, "expected a mapping, got %s", node_type_text(n));
-    for (yaml_node_pair_t *p = n->data.mapping.pairs.start; p < n->data.mapping.pairs.top; p++) {
-        yaml_node_t *k = node(c, p->key);
-        if (!k || k->type != YAML_SCALAR_NODE || scalar_kind(k) == SK_NULL)
-            return fail(c, path, k, "field names must be strings");
-        const char *kn = (const char *)k->data.scalar.value;
-        size_t i = 0;
-        while (i < nf && strcmp(fields[i], kn) != 0)
-            i++;
-        if (i == nf)
-            return fail(c, path, k, "unknown field \"%.64s\"", kn);
-        if (vals[i])
-            return fail(c, path, k, "duplicate field \"%s\"", kn);
-        vals[i] = node(c, p->value);
-    }
-    return 0;
-}
-
-/* A list: null = empty. Returns the item count (items in *items) or -1. */
-static long seq_items(ctx *c, const yaml_node_t *n, const char *path, yaml_node_item_t **items)
-{
-    *items = NULL;
-    if (is_null(n))
-        return 0;
-    if (n->type != YAML_SEQUENCE_NODE)
-        return fail(c, path, n, "expected a list, got %s", node_type_text(n));
-    long count = n->data.sequence.items.top - n->data.sequence.items.start;
-    if (count > MAX_ITEMS)
-        return fail(c, path, n, "too many entries (%ld, at most %d)", count, MAX_ITEMS);
-    *items = n->data.sequence.items.start;
-    return count;
-}
-
 /* ------------------------------------------------------------------ resources */
+
+static bool in_list(const char *s, const char *const *list)
+{
+    for (; *list; list++)
+        if (strcmp(s, *list) == 0)
+            return true;
+    return false;
+}
 
 static const char *const forbidden_resources[] = {"apiserveripinfo", "serviceipallocations",
                                                   "servicenodeportallocations", NULL};
@@ -287,60 +107,62 @@ static int parse_resource(ctx *c, const yaml_node_t *n, const char *path, policy
         return -1;
     const char *t = r->text;
     if (!*t)
-        return fail(c, path, n, "resource must not be empty");
+        return ys_fail(&c->ys, path, n, "resource must not be empty");
     if (t[0] == '/') {
         r->kind = POLICY_RES_LITERAL;
         r->group = strdup(t);
         r->resource = strdup("");
-        return r->group && r->resource ? 0 : fail(c, path, n, "out of memory");
+        return r->group && r->resource ? 0 : ys_fail(&c->ys, path, n, "out of memory");
     }
     for (const char *p = t; *p; p++)
         if (*p >= 'A' && *p <= 'Z')
-            return fail(c, path, n, "resource name \"%s\" should not contain capital letters", t);
+            return ys_fail(&c->ys, path, n,
+                           "resource name \"%s\" should not contain capital letters", t);
     if (strcmp(t, "*") == 0) {
         /* etcdseal extension: every etcd key that no literal or resource rule covers (the
          * catch-all for non-Kubernetes data, e.g. binary keys); kube-apiserver rejects "*" */
         r->kind = POLICY_RES_EVERY_KEY;
         r->group = strdup("*");
         r->resource = strdup("*");
-        return r->group && r->resource ? 0 : fail(c, path, n, "out of memory");
+        return r->group && r->resource ? 0 : ys_fail(&c->ys, path, n, "out of memory");
     }
     const char *dot = strchr(t, '.');
     size_t rlen = dot ? (size_t)(dot - t) : strlen(t);
     r->resource = strndup(t, rlen);
     r->group = strdup(dot ? dot + 1 : "");
     if (!r->resource || !r->group)
-        return fail(c, path, n, "out of memory");
+        return ys_fail(&c->ys, path, n, "out of memory");
     const char *res = r->resource, *grp = r->group;
     if (!*res)
-        return fail(c, path, n, "resource \"%s\" has no resource name before the group", t);
+        return ys_fail(&c->ys, path, n, "resource \"%s\" has no resource name before the group", t);
     if (strcmp(grp, "*") == 0 && strcmp(res, "*") != 0)
-        return fail(c, path, n,
-                    "resource \"%s\" is not allowed: use \"*.*\" for all resources of all groups",
-                    t);
+        return ys_fail(
+            &c->ys, path, n,
+            "resource \"%s\" is not allowed: use \"*.*\" for all resources of all groups", t);
     if (strcmp(res, "*") == 0)
         r->kind = strcmp(grp, "*") == 0 ? POLICY_RES_ALL : POLICY_RES_GROUP;
     else
         r->kind = POLICY_RES_EXACT;
     if ((r->kind == POLICY_RES_EXACT && strchr(res, '*')) ||
         (r->kind != POLICY_RES_ALL && strchr(grp, '*')))
-        return fail(c, path, n,
-                    "resource \"%s\": '*' is only allowed as \"*.<group>\", \"*.\" or \"*.*\"", t);
+        return ys_fail(&c->ys, path, n,
+                       "resource \"%s\": '*' is only allowed as \"*.<group>\", \"*.\" or \"*.*\"",
+                       t);
     if (strchr(t, '/') || strchr(t, ' ') || strchr(t, '\t'))
-        return fail(c, path, n, "resource \"%s\" contains '/' or white space", t);
+        return ys_fail(&c->ys, path, n, "resource \"%s\" contains '/' or white space", t);
     if (!*grp && in_list(res, forbidden_resources))
-        return fail(c, path, n, "resource \"%s\" cannot be encrypted (it is not a REST resource)",
-                    t);
+        return ys_fail(&c->ys, path, n,
+                       "resource \"%s\" cannot be encrypted (it is not a REST resource)", t);
     if (strcmp(grp, "extensions") == 0)
-        return fail(c, path, n,
-                    "resource \"%s\": the \"extensions\" group has been removed and cannot be "
-                    "used for encryption",
-                    t);
+        return ys_fail(&c->ys, path, n,
+                       "resource \"%s\": the \"extensions\" group has been removed and cannot be "
+                       "used for encryption",
+                       t);
     if (strcmp(grp, "events.k8s.io") == 0)
-        return fail(c, path, n,
-                    "resource \"%s\": events.k8s.io events are stored as core \"events\"; use "
-                    "\"events\" instead",
-                    t);
+        return ys_fail(&c->ys, path, n,
+                       "resource \"%s\": events.k8s.io events are stored as core \"events\"; use "
+                       "\"events\" instead",
+                       t);
     return 0;
 }
 
@@ -355,12 +177,12 @@ static int check_entry_overlaps(ctx *c, const policy_ec_rule *rule, size_t ri,
             const policy_ec_resource *a = &rule->resources[i];
             char path[64];
             snprintf(path, sizeof path, "resources[%zu].resources[%zu]", ri, j);
-            const yaml_node_t *n = node(c, items[j]);
+            const yaml_node_t *n = ys_node(&c->ys, items[j]);
             if (strcmp(a->text, b->text) == 0)
-                return fail(c, path, n,
-                            "duplicate resource \"%s\" (also resources[%zu]"
-                            ".resources[%zu])",
-                            b->text, ri, i);
+                return ys_fail(&c->ys, path, n,
+                               "duplicate resource \"%s\" (also resources[%zu]"
+                               ".resources[%zu])",
+                               b->text, ri, i);
             bool lit_a = a->kind == POLICY_RES_LITERAL, lit_b = b->kind == POLICY_RES_LITERAL;
             bool overlap = a->kind == POLICY_RES_EVERY_KEY || b->kind == POLICY_RES_EVERY_KEY;
             if (overlap)
@@ -373,10 +195,10 @@ static int check_entry_overlaps(ctx *c, const policy_ec_rule *rule, size_t ri,
                           (a->kind == POLICY_RES_GROUP && strcmp(a->group, b->group) == 0) ||
                           (b->kind == POLICY_RES_GROUP && strcmp(a->group, b->group) == 0);
             if (overlap)
-                return fail(c, path, n,
-                            "resource \"%s\" overlaps with \"%s\" in the same entry "
-                            "(resources[%zu].resources[%zu])",
-                            b->text, a->text, ri, i);
+                return ys_fail(&c->ys, path, n,
+                               "resource \"%s\" overlaps with \"%s\" in the same entry "
+                               "(resources[%zu].resources[%zu])",
+                               b->text, a->text, ri, i);
         }
     }
     return 0;
@@ -417,10 +239,10 @@ static int check_masking(ctx *c, size_t ri, yaml_node_item_t *items)
                     snprintf(wt, sizeof wt, "%s", e->text);
                 else
                     wildcard_text(wt, sizeof wt, e->group);
-                return fail(c, path, node(c, items[j]),
-                            "resource \"%s\" is masked by earlier rule \"%s\" "
-                            "(resources[%zu]); specific rules must come first",
-                            r->text, wt, pi);
+                return ys_fail(&c->ys, path, ys_node(&c->ys, items[j]),
+                               "resource \"%s\" is masked by earlier rule \"%s\" "
+                               "(resources[%zu]); specific rules must come first",
+                               r->text, wt, pi);
             }
         }
     }
@@ -452,47 +274,50 @@ static int parse_keyed(ctx *c, const yaml_node_t *n, const char *path, policy_ec
     static const char *const fields[] = {"keys"};
     static const char *const kfields[] = {"name", "secret"};
     yaml_node_t *v[1];
-    if (map_fields(c, n, path, fields, 1, v) != 0)
+    if (ys_map_fields(&c->ys, n, path, fields, 1, v) != 0)
         return -1;
     char kpath[128];
     snprintf(kpath, sizeof kpath, "%s.keys", path);
     yaml_node_item_t *items;
-    long count = seq_items(c, v[0], kpath, &items);
+    long count = ys_seq_items(&c->ys, v[0], kpath, &items);
     if (count < 0)
         return -1;
     if (count == 0)
-        return fail(c, kpath, v[0] ? v[0] : n, "at least one key is required");
+        return ys_fail(&c->ys, kpath, v[0] ? v[0] : n, "at least one key is required");
     p->keys = calloc((size_t)count, sizeof *p->keys);
     if (!p->keys)
-        return fail(c, kpath, n, "out of memory");
+        return ys_fail(&c->ys, kpath, n, "out of memory");
     for (long i = 0; i < count; i++) {
         policy_ec_key *k = &p->keys[i];
         p->n_keys++;
         char ipath[160], fpath[176];
         snprintf(ipath, sizeof ipath, "%s[%ld]", kpath, i);
-        yaml_node_t *kn = node(c, items[i]), *kv[2];
-        if (map_fields(c, kn, ipath, kfields, 2, kv) != 0)
+        yaml_node_t *kn = ys_node(&c->ys, items[i]), *kv[2];
+        if (ys_map_fields(&c->ys, kn, ipath, kfields, 2, kv) != 0)
             return -1;
         snprintf(fpath, sizeof fpath, "%s.name", ipath);
         if (get_string(c, kv[0], fpath, &k->name) != 0)
             return -1;
         if (!*k->name)
-            return fail(c, fpath, kv[0] ? kv[0] : kn, "key name is required");
+            return ys_fail(&c->ys, fpath, kv[0] ? kv[0] : kn, "key name is required");
         snprintf(fpath, sizeof fpath, "%s.secret", ipath);
-        if (is_null(kv[1]) || (kv[1]->type == YAML_SCALAR_NODE && kv[1]->data.scalar.length == 0))
-            return fail(c, fpath, kv[1] ? kv[1] : kn, "secret is required");
-        if (kv[1]->type != YAML_SCALAR_NODE || scalar_kind(kv[1]) != SK_STR)
-            return fail(c, fpath, kv[1], "expected a string, got %s", node_type_text(kv[1]));
+        if (ys_is_null(kv[1]) ||
+            (kv[1]->type == YAML_SCALAR_NODE && kv[1]->data.scalar.length == 0))
+            return ys_fail(&c->ys, fpath, kv[1] ? kv[1] : kn, "secret is required");
+        if (kv[1]->type != YAML_SCALAR_NODE || ys_scalar_kind(kv[1]) != YS_STR)
+            return ys_fail(&c->ys, fpath, kv[1], "expected a string, got %s",
+                           ys_type_text(&c->ys, kv[1]));
         /* Decoded straight from the YAML node into guarded memory; never copied elsewhere. */
         k->secret =
             secret_from_base64((const char *)kv[1]->data.scalar.value, kv[1]->data.scalar.length);
         if (!k->secret)
-            return fail(c, fpath, kv[1], "secret is not valid standard base64 (with padding)");
+            return ys_fail(&c->ys, fpath, kv[1],
+                           "secret is not valid standard base64 (with padding)");
         size_t len = k->secret->len;
         if (p->type == CRYPTO_PROVIDER_SECRETBOX && len != 32)
-            return fail(c, fpath, kv[1], "key must be 32 bytes, got %zu", len);
+            return ys_fail(&c->ys, fpath, kv[1], "key must be 32 bytes, got %zu", len);
         if (p->type != CRYPTO_PROVIDER_SECRETBOX && len != 16 && len != 24 && len != 32)
-            return fail(c, fpath, kv[1], "key must be 16, 24 or 32 bytes, got %zu", len);
+            return ys_fail(&c->ys, fpath, kv[1], "key must be 16, 24 or 32 bytes, got %zu", len);
     }
     return 0;
 }
@@ -501,26 +326,26 @@ static int parse_keyed(ctx *c, const yaml_node_t *n, const char *path, policy_ec
 static int check_endpoint(ctx *c, const char *fpath, const yaml_node_t *at, const char *ep)
 {
     if (!*ep)
-        return fail(c, fpath, at, "KMS provider endpoint is required");
+        return ys_fail(&c->ys, fpath, at, "KMS provider endpoint is required");
     const char *colon = strstr(ep, "://");
     if (!colon)
-        return fail(c, fpath, at,
-                    "endpoint \"%s\" is not a URL: use unix:///<socket path> or "
-                    "unix:///@<abstract name>",
-                    ep);
+        return ys_fail(&c->ys, fpath, at,
+                       "endpoint \"%s\" is not a URL: use unix:///<socket path> or "
+                       "unix:///@<abstract name>",
+                       ep);
     if ((size_t)(colon - ep) != 4 || strncasecmp(ep, "unix", 4) != 0)
-        return fail(c, fpath, at,
-                    "unsupported scheme \"%.*s\" for KMS provider, only unix is "
-                    "supported",
-                    (int)(colon - ep > 32 ? 32 : colon - ep), ep);
+        return ys_fail(&c->ys, fpath, at,
+                       "unsupported scheme \"%.*s\" for KMS provider, only unix is "
+                       "supported",
+                       (int)(colon - ep > 32 ? 32 : colon - ep), ep);
     const char *sock = colon + 3;
     if (sock[0] != '/' || sock[1] == '\0' || strcmp(sock, "/@") == 0)
-        return fail(c, fpath, at,
-                    "endpoint \"%s\" must be unix:///<socket path> or "
-                    "unix:///@<abstract name>",
-                    ep);
+        return ys_fail(&c->ys, fpath, at,
+                       "endpoint \"%s\" must be unix:///<socket path> or "
+                       "unix:///@<abstract name>",
+                       ep);
     if (strlen(sock) - (sock[1] == '@' ? 1 : 0) > SUN_PATH_MAX)
-        return fail(c, fpath, at, "socket path is longer than %d bytes", SUN_PATH_MAX);
+        return ys_fail(&c->ys, fpath, at, "socket path is longer than %d bytes", SUN_PATH_MAX);
     return 0;
 }
 
@@ -531,19 +356,19 @@ static int parse_kms_endpoints(ctx *c, const yaml_node_t *n, const char *path,
     char fpath[128];
     snprintf(fpath, sizeof fpath, "%s.endpoints", path);
     yaml_node_item_t *items;
-    long count = seq_items(c, n, fpath, &items);
+    long count = ys_seq_items(&c->ys, n, fpath, &items);
     if (count < 0)
         return -1;
     if (count > POLICY_EC_MAX_KMS_ENDPOINTS - 1)
-        return fail(c, fpath, n, "at most %d endpoints besides endpoint",
-                    POLICY_EC_MAX_KMS_ENDPOINTS - 1);
+        return ys_fail(&c->ys, fpath, n, "at most %d endpoints besides endpoint",
+                       POLICY_EC_MAX_KMS_ENDPOINTS - 1);
     p->kms_endpoints = calloc((size_t)count + 1, sizeof *p->kms_endpoints);
     if (!p->kms_endpoints)
-        return fail(c, fpath, n, "out of memory");
+        return ys_fail(&c->ys, fpath, n, "out of memory");
     for (long i = 0; i < count; i++) {
         char ipath[160];
         snprintf(ipath, sizeof ipath, "%s[%ld]", fpath, i);
-        yaml_node_t *it = node(c, items[i]);
+        yaml_node_t *it = ys_node(&c->ys, items[i]);
         char *ep = NULL;
         if (get_string(c, it, ipath, &ep) != 0) {
             free(ep);
@@ -556,7 +381,7 @@ static int parse_kms_endpoints(ctx *c, const yaml_node_t *n, const char *path,
         for (size_t j = 0; j + 1 < p->n_kms_endpoints && !dup; j++)
             dup = strcmp(ep, p->kms_endpoints[j]) == 0;
         if (dup)
-            return fail(c, ipath, it, "duplicate endpoint \"%s\"", ep);
+            return ys_fail(&c->ys, ipath, it, "duplicate endpoint \"%s\"", ep);
     }
     return 0;
 }
@@ -566,7 +391,7 @@ static int parse_kms(ctx *c, const yaml_node_t *n, const char *path, policy_ec_p
     static const char *const fields[] = {"apiVersion", "name",    "endpoint",
                                          "cachesize",  "timeout", "endpoints"};
     yaml_node_t *v[6];
-    if (map_fields(c, n, path, fields, 6, v) != 0)
+    if (ys_map_fields(&c->ys, n, path, fields, 6, v) != 0)
         return -1;
     char fpath[128];
     char *api = NULL;
@@ -580,10 +405,10 @@ static int parse_kms(ctx *c, const yaml_node_t *n, const char *path, policy_ec_p
     } else if (strcmp(api, "v2") == 0) {
         p->type = CRYPTO_PROVIDER_KMS_V2;
     } else {
-        fail(c, fpath, v[0],
-             "unsupported apiVersion \"%.64s\" for KMS provider, only v1 and v2 "
-             "are supported",
-             api);
+        ys_fail(&c->ys, fpath, v[0],
+                "unsupported apiVersion \"%.64s\" for KMS provider, only v1 and v2 "
+                "are supported",
+                api);
         free(api);
         return -1;
     }
@@ -593,16 +418,16 @@ static int parse_kms(ctx *c, const yaml_node_t *n, const char *path, policy_ec_p
     if (get_string(c, v[1], fpath, &p->kms_name) != 0)
         return -1;
     if (!*p->kms_name)
-        return fail(c, fpath, v[1] ? v[1] : n, "KMS provider name is required");
+        return ys_fail(&c->ys, fpath, v[1] ? v[1] : n, "KMS provider name is required");
     if (p->type == CRYPTO_PROVIDER_KMS_V2 && strchr(p->kms_name, ':'))
-        return fail(c, fpath, v[1], "KMS v2 provider name \"%s\" must not contain ':'",
-                    p->kms_name);
+        return ys_fail(&c->ys, fpath, v[1], "KMS v2 provider name \"%s\" must not contain ':'",
+                       p->kms_name);
     snprintf(fpath, sizeof fpath, "%s.endpoint", path);
     if (get_string(c, v[2], fpath, &p->kms_endpoint) != 0)
         return -1;
     if (check_endpoint(c, fpath, v[2] ? v[2] : n, p->kms_endpoint) != 0)
         return -1;
-    if (!is_null(v[5]) && parse_kms_endpoints(c, v[5], path, p) != 0)
+    if (!ys_is_null(v[5]) && parse_kms_endpoints(c, v[5], path, p) != 0)
         return -1;
     snprintf(fpath, sizeof fpath, "%s.cachesize", path);
     int rc = get_int32(c, v[3], fpath, &p->kms_cachesize);
@@ -610,18 +435,18 @@ static int parse_kms(ctx *c, const yaml_node_t *n, const char *path, policy_ec_p
         return -1;
     p->kms_has_cachesize = rc == 0;
     if (p->type == CRYPTO_PROVIDER_KMS_V2 && p->kms_has_cachesize)
-        return fail(c, fpath, v[3], "cachesize is not supported for KMS v2");
+        return ys_fail(&c->ys, fpath, v[3], "cachesize is not supported for KMS v2");
     if (p->type == CRYPTO_PROVIDER_KMS_V1) {
         if (!p->kms_has_cachesize)
             p->kms_cachesize = 1000; /* v1/defaults.go */
         else if (p->kms_cachesize == 0)
-            return fail(c, fpath, v[3],
-                        "cachesize must not be 0 (a negative value disables the "
-                        "DEK cache)");
+            return ys_fail(&c->ys, fpath, v[3],
+                           "cachesize must not be 0 (a negative value disables the "
+                           "DEK cache)");
     }
     snprintf(fpath, sizeof fpath, "%s.timeout", path);
     p->kms_timeout_s = 3; /* v1/defaults.go */
-    if (!is_null(v[4])) {
+    if (!ys_is_null(v[4])) {
         char *t = NULL;
         if (get_string(c, v[4], fpath, &t) != 0) {
             free(t);
@@ -631,9 +456,9 @@ static int parse_kms(ctx *c, const yaml_node_t *n, const char *path, policy_ec_p
         rc = duration_parse(t, &p->kms_timeout_s, &derr);
         free(t);
         if (rc != 0)
-            return fail(c, fpath, v[4], "%s", derr.msg);
+            return ys_fail(&c->ys, fpath, v[4], "%s", derr.msg);
         if (!(p->kms_timeout_s > 0))
-            return fail(c, fpath, v[4], "timeout must be a positive duration");
+            return ys_fail(&c->ys, fpath, v[4], "timeout must be a positive duration");
     }
     (void)at;
     return 0;
@@ -648,12 +473,12 @@ static int parse_provider(ctx *c, const yaml_node_t *n, size_t ri, size_t pi, po
     char path[64];
     snprintf(path, sizeof path, "resources[%zu].providers[%zu]", ri, pi);
     yaml_node_t *v[5];
-    if (map_fields(c, n, path, fields, 5, v) != 0)
+    if (ys_map_fields(&c->ys, n, path, fields, 5, v) != 0)
         return -1;
     int chosen = -1, count = 0;
     char names[64] = "";
     for (int i = 0; i < 5; i++) {
-        if (is_null(v[i]))
+        if (ys_is_null(v[i]))
             continue;
         if (count++ == 0)
             chosen = i;
@@ -661,15 +486,15 @@ static int parse_provider(ctx *c, const yaml_node_t *n, size_t ri, size_t pi, po
                  count > 1 ? " and " : "", fields[i]);
     }
     if (count != 1)
-        return fail(c, path, n,
-                    "exactly one provider type must be set (identity, aescbc, aesgcm, secretbox "
-                    "or kms), got %s",
-                    count ? names : "none");
+        return ys_fail(&c->ys, path, n,
+                       "exactly one provider type must be set (identity, aescbc, aesgcm, secretbox "
+                       "or kms), got %s",
+                       count ? names : "none");
     p->type = types[chosen];
     snprintf(p->path, sizeof p->path, "%s.%s", path, fields[chosen]);
     switch (p->type) {
     case CRYPTO_PROVIDER_IDENTITY:
-        return map_fields(c, v[chosen], p->path, NULL, 0, NULL);
+        return ys_map_fields(&c->ys, v[chosen], p->path, NULL, 0, NULL);
     case CRYPTO_PROVIDER_KMS_V1:
         c->d->has_kms = true;
         return parse_kms(c, v[chosen], p->path, p);
@@ -696,10 +521,10 @@ static int check_kms_names(ctx *c)
                     if (q->kms_name && strcmp(q->kms_name, p->kms_name) == 0) {
                         char path[96];
                         snprintf(path, sizeof path, "%s.name", p->path);
-                        return fail(c, path, NULL,
-                                    "duplicate KMS provider name \"%s\" (also %s); names must "
-                                    "be unique",
-                                    p->kms_name, q->path);
+                        return ys_fail(&c->ys, path, NULL,
+                                       "duplicate KMS provider name \"%s\" (also %s); names must "
+                                       "be unique",
+                                       p->kms_name, q->path);
                     }
                 }
         next:;
@@ -715,41 +540,41 @@ static int parse_rule(ctx *c, const yaml_node_t *n, size_t ri, policy_ec_rule *r
     char path[64];
     snprintf(path, sizeof path, "resources[%zu]", ri);
     yaml_node_t *v[2];
-    if (map_fields(c, n, path, fields, 2, v) != 0)
+    if (ys_map_fields(&c->ys, n, path, fields, 2, v) != 0)
         return -1;
     char fpath[80];
     snprintf(fpath, sizeof fpath, "%s.resources", path);
     yaml_node_item_t *ritems;
-    long nr = seq_items(c, v[0], fpath, &ritems);
+    long nr = ys_seq_items(&c->ys, v[0], fpath, &ritems);
     if (nr < 0)
         return -1;
     if (nr == 0)
-        return fail(c, fpath, v[0] ? v[0] : n, "at least one resource is required");
+        return ys_fail(&c->ys, fpath, v[0] ? v[0] : n, "at least one resource is required");
     rule->resources = calloc((size_t)nr, sizeof *rule->resources);
     if (!rule->resources)
-        return fail(c, fpath, n, "out of memory");
+        return ys_fail(&c->ys, fpath, n, "out of memory");
     for (long i = 0; i < nr; i++) {
         char ipath[96];
         snprintf(ipath, sizeof ipath, "%s[%ld]", fpath, i);
         rule->n_resources++;
-        if (parse_resource(c, node(c, ritems[i]), ipath, &rule->resources[i]) != 0)
+        if (parse_resource(c, ys_node(&c->ys, ritems[i]), ipath, &rule->resources[i]) != 0)
             return -1;
     }
     if (check_entry_overlaps(c, rule, ri, ritems) != 0 || check_masking(c, ri, ritems) != 0)
         return -1;
     snprintf(fpath, sizeof fpath, "%s.providers", path);
     yaml_node_item_t *pitems;
-    long np = seq_items(c, v[1], fpath, &pitems);
+    long np = ys_seq_items(&c->ys, v[1], fpath, &pitems);
     if (np < 0)
         return -1;
     if (np == 0)
-        return fail(c, fpath, v[1] ? v[1] : n, "at least one provider is required");
+        return ys_fail(&c->ys, fpath, v[1] ? v[1] : n, "at least one provider is required");
     rule->providers = calloc((size_t)np, sizeof *rule->providers);
     if (!rule->providers)
-        return fail(c, fpath, n, "out of memory");
+        return ys_fail(&c->ys, fpath, n, "out of memory");
     for (long i = 0; i < np; i++) {
         rule->n_providers++;
-        if (parse_provider(c, node(c, pitems[i]), ri, (size_t)i, &rule->providers[i]) != 0)
+        if (parse_provider(c, ys_node(&c->ys, pitems[i]), ri, (size_t)i, &rule->providers[i]) != 0)
             return -1;
     }
     return 0;
@@ -760,63 +585,65 @@ static int parse_root(ctx *c, const yaml_node_t *root)
     static const char *const fields[] = {"apiVersion", "kind", "resources"};
     yaml_node_t *v[3];
     if (!root)
-        return fail(c, NULL, NULL, "empty document");
-    if (map_fields(c, root, "", fields, 3, v) != 0)
+        return ys_fail(&c->ys, NULL, NULL, "empty document");
+    if (ys_map_fields(&c->ys, root, "", fields, 3, v) != 0)
         return -1;
     char *api = NULL, *kind = NULL;
     int rc = -1;
     if (get_string(c, v[0], "apiVersion", &api) != 0 || get_string(c, v[1], "kind", &kind) != 0)
         goto out;
     if (!*kind) {
-        fail(c, "kind", v[1] ? v[1] : root, "kind is required (EncryptionConfiguration)");
+        ys_fail(&c->ys, "kind", v[1] ? v[1] : root, "kind is required (EncryptionConfiguration)");
         goto out;
     }
     if (!*api) {
-        fail(c, "apiVersion", v[0] ? v[0] : root,
-             "apiVersion is required (apiserver.config.k8s.io/v1)");
+        ys_fail(&c->ys, "apiVersion", v[0] ? v[0] : root,
+                "apiVersion is required (apiserver.config.k8s.io/v1)");
         goto out;
     }
     if (strcmp(kind, "EncryptionConfiguration") == 0) {
         if (strcmp(api, "apiserver.config.k8s.io/v1") != 0) {
-            fail(c, "apiVersion", v[0],
-                 "unsupported apiVersion \"%.64s\" for kind "
-                 "EncryptionConfiguration (want apiserver.config.k8s.io/v1)",
-                 api);
+            ys_fail(&c->ys, "apiVersion", v[0],
+                    "unsupported apiVersion \"%.64s\" for kind "
+                    "EncryptionConfiguration (want apiserver.config.k8s.io/v1)",
+                    api);
             goto out;
         }
     } else if (strcmp(kind, "EncryptionConfig") == 0) {
         if (strcmp(api, "v1") != 0) {
-            fail(c, "apiVersion", v[0],
-                 "unsupported apiVersion \"%.64s\" for legacy kind "
-                 "EncryptionConfig (want v1)",
-                 api);
+            ys_fail(&c->ys, "apiVersion", v[0],
+                    "unsupported apiVersion \"%.64s\" for legacy kind "
+                    "EncryptionConfig (want v1)",
+                    api);
             goto out;
         }
         c->d->legacy_kind = true;
     } else {
-        fail(c, "kind", v[1], "unsupported kind \"%.64s\" (want EncryptionConfiguration)", kind);
+        ys_fail(&c->ys, "kind", v[1], "unsupported kind \"%.64s\" (want EncryptionConfiguration)",
+                kind);
         goto out;
     }
     yaml_node_item_t *items;
-    long n = seq_items(c, v[2], "resources", &items);
+    long n = ys_seq_items(&c->ys, v[2], "resources", &items);
     if (n < 0)
         goto out;
     if (n == 0) {
-        fail(c, "resources", v[2] ? v[2] : root, "at least one resources entry is required");
+        ys_fail(&c->ys, "resources", v[2] ? v[2] : root,
+                "at least one resources entry is required");
         goto out;
     }
     if (n > MAX_RULES) {
-        fail(c, "resources", v[2], "too many entries");
+        ys_fail(&c->ys, "resources", v[2], "too many entries");
         goto out;
     }
     c->d->rules = calloc((size_t)n, sizeof *c->d->rules);
     if (!c->d->rules) {
-        fail(c, "resources", v[2], "out of memory");
+        ys_fail(&c->ys, "resources", v[2], "out of memory");
         goto out;
     }
     for (long i = 0; i < n; i++) {
         c->d->n_rules++;
-        if (parse_rule(c, node(c, items[i]), (size_t)i, &c->d->rules[i]) != 0)
+        if (parse_rule(c, ys_node(&c->ys, items[i]), (size_t)i, &c->d->rules[i]) != 0)
             goto out;
     }
     rc = check_kms_names(c);
@@ -826,78 +653,32 @@ out:
     return rc;
 }
 
-/* Event scan: one document at most, no aliases (they would let a small file expand into huge
- * lists), and libyaml's own syntax errors with their position. */
-static int prescan(ctx *c, const char *data, size_t len)
-{
-    yaml_parser_t parser;
-    if (!yaml_parser_initialize(&parser))
-        return fail(c, NULL, NULL, "out of memory");
-    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
-    int docs = 0, rc = 0;
-    for (;;) {
-        yaml_event_t ev;
-        if (!yaml_parser_parse(&parser, &ev)) {
-            rc = fail(c, NULL, NULL, "invalid YAML: %s at line %zu column %zu",
-                      parser.problem ? parser.problem : "syntax error",
-                      (size_t)parser.problem_mark.line + 1, (size_t)parser.problem_mark.column + 1);
-            break;
-        }
-        yaml_event_type_t t = ev.type;
-        size_t line = ev.start_mark.line + 1;
-        yaml_wipe_event(&ev); /* scalars may be key secrets */
-        yaml_event_delete(&ev);
-        if (t == YAML_ALIAS_EVENT) {
-            rc = fail(c, NULL, NULL, "YAML aliases are not supported (line %zu)", line);
-            break;
-        }
-        if (t == YAML_DOCUMENT_START_EVENT && ++docs > 1) {
-            rc = fail(c, NULL, NULL, "more than one YAML document (line %zu)", line);
-            break;
-        }
-        if (t == YAML_STREAM_END_EVENT)
-            break;
-    }
-    yaml_wipe_parser(&parser);
-    yaml_parser_delete(&parser);
-    return rc;
-}
-
 int policy_encryption_parse_buffer(const char *name, const char *data, size_t len,
                                    policy_ec_doc **out, es_error *err)
 {
     *out = NULL;
-    ctx c = {.name = name ? name : "<config>", .err = err};
+    ctx c = {.ys = {.name = name ? name : "<config>",
+                    .err = err,
+                    .max_items = MAX_ITEMS,
+                    .flags = YS_LINE_SUFFIX | YS_NULL_MAPPING_EMPTY | YS_NULL_KEYS_REFUSED |
+                             YS_SCALAR_KIND_TEXT}};
     if (secret_init() != 0)
-        return fail(&c, NULL, NULL, "libsodium failed to initialise");
+        return ys_fail(&c.ys, NULL, NULL, "libsodium failed to initialise");
     if (len > POLICY_EC_MAX_FILE_BYTES)
-        return fail(&c, NULL, NULL, "file is larger than %u bytes", POLICY_EC_MAX_FILE_BYTES);
-    if (prescan(&c, data, len) != 0)
-        return -1;
-    policy_ec_doc *d = calloc(1, sizeof *d);
-    if (!d || !(d->name = strdup(c.name))) {
-        free(d);
-        return fail(&c, NULL, NULL, "out of memory");
-    }
-    c.d = d;
-    yaml_parser_t parser;
+        return ys_fail(&c.ys, NULL, NULL, "file is larger than %u bytes", POLICY_EC_MAX_FILE_BYTES);
     yaml_document_t doc;
-    if (!yaml_parser_initialize(&parser)) {
-        policy_ec_doc_free(d);
-        return fail(&c, NULL, NULL, "out of memory");
-    }
-    yaml_parser_set_input_string(&parser, (const unsigned char *)data, len);
+    if (ys_load_document(&c.ys, data, len, &doc) != 0)
+        return -1;
     int rc = -1;
-    if (!yaml_parser_load(&parser, &doc)) {
-        fail(&c, NULL, NULL, "invalid YAML: %s", parser.problem ? parser.problem : "error");
+    policy_ec_doc *d = calloc(1, sizeof *d);
+    if (!d || !(d->name = strdup(c.ys.name))) {
+        ys_fail(&c.ys, NULL, NULL, "out of memory");
     } else {
-        c.doc = &doc;
+        c.d = d;
         rc = parse_root(&c, yaml_document_get_root_node(&doc));
-        yaml_wipe_document(&doc);
-        yaml_document_delete(&doc);
     }
-    yaml_wipe_parser(&parser);
-    yaml_parser_delete(&parser);
+    yaml_wipe_document(&doc);
+    yaml_document_delete(&doc);
     if (rc != 0) {
         policy_ec_doc_free(d);
         return -1;
@@ -909,35 +690,17 @@ int policy_encryption_parse_buffer(const char *name, const char *data, size_t le
 int policy_encryption_parse(const char *path, policy_ec_doc **out, es_error *err)
 {
     *out = NULL;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return es_error_set(err, 1, "%s: cannot open: %s", path, strerror(errno));
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return es_error_set(err, 1, "%s: not a regular file", path);
-    }
-    if ((unsigned long long)st.st_size > POLICY_EC_MAX_FILE_BYTES) {
-        close(fd);
-        return es_error_set(err, 1, "%s: file is larger than %u bytes", path,
-                            POLICY_EC_MAX_FILE_BYTES);
-    }
+    int fd = ys_open_file(path, POLICY_EC_MAX_FILE_BYTES, &st, err);
+    if (fd < 0)
+        return -1;
     /* The file holds keys: read into guarded memory, wiped on free. */
     secret_t *raw = secret_new(NULL, (size_t)st.st_size + 1);
     if (!raw) {
         close(fd);
         return es_error_set(err, 1, "%s: out of memory", path);
     }
-    size_t got = 0;
-    while (got < (size_t)st.st_size) {
-        ssize_t r = read(fd, raw->bytes + got, (size_t)st.st_size - got);
-        if (r < 0 && errno == EINTR)
-            continue;
-        if (r <= 0)
-            break;
-        got += (size_t)r;
-    }
-    close(fd);
+    size_t got = ys_read_and_close(fd, raw->bytes, (size_t)st.st_size);
     int rc = policy_encryption_parse_buffer(path, (const char *)raw->bytes, got, out, err);
     secret_free(raw);
     if (rc == 0) {
