@@ -21,6 +21,7 @@
 #include "base/metrics.h"
 #include "etcdserverpb/rpc.pb-c.h"
 #include "proxy/grpc_wire.h"
+#include "proxy/intercept_kv.h"
 #include "proxy/intercept_values.h"
 #include "v3electionpb/v3election.pb-c.h"
 #include "v3lockpb/v3lock.pb-c.h"
@@ -217,68 +218,6 @@ static int check_txn(check *c, const Etcdserverpb__TxnRequest *t)
     return 0;
 }
 
-/* ------------------------------------------------------------------ Txn depth (before decode) */
-
-static size_t varint(const uint8_t *p, const uint8_t *end, uint64_t *v)
-{
-    uint64_t x = 0;
-    for (size_t i = 0; i < 10 && p + i < end; i++) {
-        x |= (uint64_t)(p[i] & 0x7f) << (7 * i);
-        if (!(p[i] & 0x80)) {
-            *v = x;
-            return i + 1;
-        }
-    }
-    return 0;
-}
-
-/* protobuf-c's decoder recurses once per nested Txn: refuse deep nesting before decoding.
- * Scans a TxnRequest (in_op false) or a RequestOp (in_op true); -1 when malformed or deeper
- * than INTERCEPT_MAX_TXN_DEPTH. */
-static int txn_depth_ok(const uint8_t *p, const uint8_t *end, int depth, bool in_op)
-{
-    if (depth > INTERCEPT_MAX_TXN_DEPTH)
-        return -1;
-    while (p < end) {
-        uint64_t tag, n;
-        size_t k = varint(p, end, &tag);
-        if (!k)
-            return -1;
-        p += k;
-        switch (tag & 7) {
-        case 0:
-            if (!(k = varint(p, end, &n)))
-                return -1;
-            p += k;
-            break;
-        case 1:
-        case 5: {
-            size_t w = (tag & 7) == 1 ? 8 : 4;
-            if ((size_t)(end - p) < w)
-                return -1;
-            p += w;
-            break;
-        }
-        case 2:
-            if (!(k = varint(p, end, &n)))
-                return -1;
-            p += k;
-            if (n > (uint64_t)(end - p))
-                return -1;
-            if (!in_op && ((tag >> 3) == 2 || (tag >> 3) == 3) &&
-                txn_depth_ok(p, p + n, depth, true) != 0)
-                return -1;
-            if (in_op && (tag >> 3) == 4 && txn_depth_ok(p, p + n, depth + 1, false) != 0)
-                return -1;
-            p += n;
-            break;
-        default:
-            return -1;
-        }
-    }
-    return 0;
-}
-
 /* ------------------------------------------------------------------ per method */
 
 typedef int (*check_fn)(check *c, const ProtobufCMessage *msg);
@@ -376,7 +315,7 @@ int access_check_message(const access_policy *p, const peer_identity *pi, const 
         return es_error_set(err, GRPC_PERMISSION_DENIED,
                             "etcdseal: access denied: %s has no access rule", m->path);
     }
-    if (table[i].fn == c_txn && len && txn_depth_ok(msg, msg + len, 1, false) != 0)
+    if (table[i].fn == c_txn && len && intercept_txn_depth(msg, len) < 0)
         return es_error_set(err, GRPC_INVALID_ARGUMENT,
                             "%s: malformed Txn request or nested deeper than %d levels", m->path,
                             INTERCEPT_MAX_TXN_DEPTH);

@@ -106,6 +106,11 @@ static int wire_txn_depth(const uint8_t *p, const uint8_t *end, int depth, int i
 /* TxnRequest ops are fields 2 and 3, TxnResponse ops field 3: scanning 2 in a response is
  * harmless (field 2 is `succeeded`, a varint, never length-delimited in valid input; if it is,
  * protobuf-c rejects the message anyway). */
+int intercept_txn_depth(const uint8_t *msg, size_t len)
+{
+    return len ? wire_txn_depth(msg, msg + len, 1, 0) : 0;
+}
+
 static int check_txn_depth(transform_ctx *ctx, const uint8_t *msg, size_t len, es_error *err)
 {
     if (len == 0)

@@ -31,4 +31,9 @@ int intercept_kv_txn_request(transform_ctx *ctx, const uint8_t *msg, size_t len,
 int intercept_kv_txn_response(transform_ctx *ctx, const uint8_t *msg, size_t len, buf_t *out,
                               es_error *err);
 
+/* Nesting depth of a Txn request/response read straight from the wire (protobuf-c's decoder
+ * recurses per level, so deep nesting is refused before decoding): the deepest level, or -1
+ * when malformed or deeper than INTERCEPT_MAX_TXN_DEPTH. */
+int intercept_txn_depth(const uint8_t *msg, size_t len);
+
 #endif
